@@ -1,0 +1,64 @@
+# The two commands: `make run` and `make test`. Everything else supports them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The virtualenv is rebuilt when pyproject.toml changes.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+# Local server ports (deploy/local/*.sh) and the broker's settings derived from them.
+export LOCAL_REDIS_PORT ?= 6379
+export LOCAL_MONGO_PORT ?= 27017
+export LOCAL_KAFKA_PORT ?= 9092
+export LOCAL_KAFKA_CONTROLLER_PORT ?= 9093
+export BROKER_REDIS_URL ?= redis://127.0.0.1:$(LOCAL_REDIS_PORT)/0
+export BROKER_MONGO_URL ?= mongodb://127.0.0.1:$(LOCAL_MONGO_PORT)
+export BROKER_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(LOCAL_KAFKA_PORT)
+export BROKER_HTTP_HOST ?= 127.0.0.1
+export BROKER_HTTP_PORT ?= 8080
+
+.PHONY: help run test lint venv infra-up infra-down infra-status clean
+
+help:
+	@echo "make run          start the local servers and the broker on http://$(BROKER_HTTP_HOST):$(BROKER_HTTP_PORT)"
+	@echo "make test         install what is missing, start the local servers, run every test"
+	@echo "make lint         ruff and mypy --strict"
+	@echo "make infra-up     start Redis, FerretDB and Kafka on loopback (idempotent)"
+	@echo "make infra-down   stop exactly the servers infra-up started"
+
+$(STAMP): pyproject.toml
+	@echo "[venv] installing the broker and its dev dependencies into $(VENV)"
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+infra-up:
+	bash deploy/local/infra.sh up
+
+infra-down:
+	bash deploy/local/infra.sh down
+
+infra-status:
+	bash deploy/local/infra.sh status
+
+test: venv infra-up
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check service tests
+	$(BIN)/ruff format --check service tests
+	$(BIN)/mypy --strict service
+
+run: venv infra-up
+	@echo "Broker: http://$(BROKER_HTTP_HOST):$(BROKER_HTTP_PORT)   (Ctrl-C stops it; 'make infra-down' stops the servers)"
+	$(BIN)/python -m service serve
+
+clean: infra-down
+	rm -rf .run $(VENV)

@@ -1,0 +1,1 @@
+"""An async OAuth broker: connects third-party accounts, keeps their credentials fresh, serves them."""

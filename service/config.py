@@ -1,0 +1,80 @@
+"""All settings, read once from environment variables into one typed, immutable object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+PREFIX = "BROKER_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port (0-65535)")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    value = raw.upper()
+    if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return value
+
+
+def _setting(default: Any, parse: Callable[[str], Any] = str, doc: str = "") -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    http_host: str = _setting("127.0.0.1", doc="Address the broker listens on.")
+    http_port: int = _setting(8080, _port, "Port the broker listens on.")
+    mongo_url: str = _setting("mongodb://127.0.0.1:27017", doc="MongoDB (or FerretDB) connection string.")
+    mongo_db: str = _setting("broker", doc="Database name.")
+    redis_url: str = _setting("redis://127.0.0.1:6379/0", doc="Redis URL.")
+    kafka_bootstrap: str = _setting("127.0.0.1:9092", doc="Kafka bootstrap servers, comma separated.")
+    kafka_topic: str = _setting("broker.account-events", doc="Topic for credential events.")
+    dependency_timeout: float = _setting(
+        2.0, _positive_float, "Seconds each readiness ping and server operation may take."
+    )
+    http_client_timeout: float = _setting(
+        10.0, _positive_float, "Total seconds for one outgoing HTTP request (token endpoints, APIs)."
+    )
+    http_client_connect_timeout: float = _setting(
+        5.0, _positive_float, "Seconds to open a connection for an outgoing HTTP request."
+    )
+    log_level: str = _setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = PREFIX + f.name.upper()
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = f.metadata["parse"](raw.strip())
+            except ValueError as exc:
+                raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
+        return cls(**values)
+
+    @classmethod
+    def documentation(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, meaning) for every setting: the README's table is made from this."""
+        return [(PREFIX + f.name.upper(), str(f.default), f.metadata["doc"]) for f in fields(cls)]

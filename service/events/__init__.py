@@ -1,0 +1,1 @@
+"""Credential events: schema, outbox relay, Kafka producer."""

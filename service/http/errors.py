@@ -1,0 +1,58 @@
+"""Domain errors and the one middleware that turns every failure into a JSON error response."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+log = logging.getLogger("broker.http")
+
+
+class ApiError(Exception):
+    """An error the client can act on: HTTP status, a stable machine-readable code and a message."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+def _code_for_status(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "error"
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response(error_body(exc.code, exc.message, **exc.details), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # redirects and other non-errors pass through untouched
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
+        message = exc.reason if exc.text is None or exc.text.startswith(f"{exc.status}:") else exc.text
+        return web.json_response(
+            error_body(_code_for_status(exc.status), message), status=exc.status, headers=headers
+        )
+    except Exception:
+        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        return web.json_response(
+            error_body("internal_error", "the broker failed to handle this request"), status=500
+        )
