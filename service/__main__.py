@@ -1,8 +1,9 @@
-"""Command line: `python -m service serve`."""
+"""Command line: `python -m service serve | keys rotate | keys generate`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 
@@ -10,13 +11,20 @@ from aiohttp import web
 
 from service.app import create_app
 from service.config import Settings, SettingsError
+from service.connections import open_mongo
 from service.logs import configure_logging
+from service.providers import ProviderLoadError
+from service.store.keyring import Keyring, KeyringError
 
 log = logging.getLogger("broker")
 
 
-def serve(settings: Settings) -> None:
-    app = create_app(settings)
+def serve(settings: Settings) -> int:
+    try:
+        app = create_app(settings)
+    except (ProviderLoadError, KeyringError) as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 2
     url = f"http://{settings.http_host}:{settings.http_port}"
     log.info("broker listening", extra={"url": url})
     print(f"OAuth broker on {url}  (readiness: {url}/readyz)", file=sys.stderr, flush=True)
@@ -28,12 +36,26 @@ def serve(settings: Settings) -> None:
         print=None,
         shutdown_timeout=10,
     )
+    return 0
+
+
+async def rotate_keys(settings: Settings) -> int:
+    from service.keys import rotate
+
+    keyring = Keyring.from_setting(settings.encryption_keys)
+    client = open_mongo(settings)
+    try:
+        return await rotate(client[settings.mongo_db], keyring)
+    finally:
+        await client.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description="OAuth broker")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the HTTP server")
+    keys = commands.add_parser("keys", help="encryption keys")
+    keys.add_argument("action", choices=["rotate", "generate"])
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -42,8 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     if args.command == "serve":
-        serve(settings)
-    return 0
+        return serve(settings)
+    if args.action == "generate":
+        print(Keyring.generate_key())
+        return 0
+    try:
+        return asyncio.run(rotate_keys(settings))
+    except KeyringError as exc:
+        print(f"cannot rotate: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

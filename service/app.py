@@ -1,24 +1,36 @@
-"""The aiohttp application factory: settings, connections, middlewares and routes wired together."""
+"""The aiohttp application factory: settings, connections, components, middlewares and routes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
+from service.components import CATALOG, KEYRING, components_ctx
 from service.config import Settings
 from service.connections import SETTINGS, connections_ctx
-from service.http import health
+from service.http import accounts, connect, health, oauth_apps, openapi
 from service.http.errors import error_middleware
 from service.http.observe import observe_middleware
+from service.providers import ProviderCatalog
+from service.store.keyring import Keyring
 
 MAX_BODY_BYTES = 256 * 1024
 
 
 def create_app(settings: Settings) -> web.Application:
+    """Raises ProviderLoadError or KeyringError when a provider file or the key setting is bad: the
+    broker does not start half-configured."""
     app = web.Application(
         middlewares=[observe_middleware, error_middleware],
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS] = settings
+    app[KEYRING] = Keyring.from_setting(settings.encryption_keys)
+    extra = Path(settings.extra_providers_dir) if settings.extra_providers_dir else None
+    app[CATALOG] = ProviderCatalog.load(extra)
     app.cleanup_ctx.append(connections_ctx)
-    app.add_routes(health.routes)
+    app.cleanup_ctx.append(components_ctx)
+    for module in (health, connect, accounts, oauth_apps, openapi):
+        app.add_routes(module.routes)
     return app

@@ -28,6 +28,19 @@ def _port(raw: str) -> int:
     return value
 
 
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError("must be an http(s) URL")
+    return raw.rstrip("/")
+
+
 def _log_level(raw: str) -> str:
     value = raw.upper()
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -58,6 +71,30 @@ class Settings:
         5.0, _positive_float, "Seconds to open a connection for an outgoing HTTP request."
     )
     log_level: str = _setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR.")
+    public_url: str = _setting(
+        "http://127.0.0.1:8080", _url, "URL browsers reach the broker at; the OAuth callback is under it."
+    )
+    encryption_keys: str = _setting(
+        "", doc="Secret. `kid:base64key,...` (32-byte AES keys); the first encrypts, all decrypt."
+    )
+    admin_api_key: str = _setting(
+        "", doc="Secret. Bearer key for the internal API (until workspaces' own keys)."
+    )
+    workspace_id: str = _setting("ws_default", doc="Workspace the admin key acts in.")
+    extra_providers_dir: str = _setting("", doc="Folder of extra provider definitions (*.yaml).")
+    allowed_redirect_uris: str = _setting(
+        "", doc="Comma-separated success/error URIs a connect token may land on (exact match)."
+    )
+    connect_token_ttl: int = _setting(1800, _positive_int, "Seconds a connect token lives.")
+    oauth_state_ttl: int = _setting(600, _positive_int, "Seconds an OAuth transaction (state) lives.")
+
+    @property
+    def callback_url(self) -> str:
+        return self.public_url.rstrip("/") + "/oauth/callback"
+
+    @property
+    def redirect_allowlist(self) -> frozenset[str]:
+        return frozenset(u.strip() for u in self.allowed_redirect_uris.split(",") if u.strip())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

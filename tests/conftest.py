@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -13,18 +14,35 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from service.app import create_app
 from service.config import Settings
+from tests.support.harness import BrokerHarness
 
 
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
     """Settings from the environment, with a database of this test run's own."""
     settings = Settings.from_env()
-    return dataclasses.replace(settings, mongo_db=f"broker_test_{uuid.uuid4().hex[:10]}")
+    return dataclasses.replace(
+        settings,
+        mongo_db=f"broker_test_{uuid.uuid4().hex[:10]}",
+        encryption_keys=",".join(TEST_KEYS),
+        admin_api_key="test-admin-key-0123456789",
+    )
 
 
 @pytest.fixture
 def settings(base_settings: Settings) -> Settings:
     return base_settings
+
+
+@pytest_asyncio.fixture
+async def broker(settings: Settings, tmp_path: Path) -> AsyncIterator[BrokerHarness]:
+    """The broker on a known loopback port with a fake OAuth provider and test provider definitions."""
+    harness = BrokerHarness(settings, tmp_path)
+    await harness.start()
+    try:
+        yield harness
+    finally:
+        await harness.stop()
 
 
 async def start_client(app: web.Application) -> TestClient[web.Request, web.Application]:
@@ -46,3 +64,9 @@ async def client(app: web.Application) -> AsyncIterator[TestClient[web.Request, 
         yield client
     finally:
         await client.close()
+
+
+TEST_KEYS = (
+    "k2:" + "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=",  # 32 x 'B'
+    "k1:" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=",  # 32 x 'A'
+)

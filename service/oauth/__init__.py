@@ -1,0 +1,1 @@
+"""The OAuth protocol: authorization URLs, callbacks, token exchange, refresh and revocation."""

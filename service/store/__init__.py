@@ -1,0 +1,1 @@
+"""MongoDB persistence: accounts, OAuth apps, and the keyring that encrypts their secrets."""

@@ -1,0 +1,209 @@
+"""The accounts collection: one document per connected account, its credentials encrypted.
+
+Every credential change is a single-document update guarded by `version` (compare-and-swap): a writer
+that lost a race changes nothing and learns it from the result."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from service.ids import new_id
+from service.store.keyring import Keyring
+
+Document = dict[str, Any]
+ACCOUNT_PREFIX = "apn"
+STATUSES = ("active", "refreshing_failed", "reauthorization_required", "revoked")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def credentials_aad(account_id: str) -> str:
+    return f"account:{account_id}:credentials"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A credential in clear, only ever in memory. OAuth: access/refresh token; key-based: named fields."""
+
+    values: Mapping[str, str]
+    expires_at: dt.datetime | None = None
+    scopes: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    workspace_id: str
+    provider: str
+    auth_type: str
+    name: str
+    owner_id: str
+    status: str
+    version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    sharing: Any = "private"
+    external_user_id: str | None = None
+    connection_settings: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    scopes: tuple[str, ...] = ()
+    expires_at: dt.datetime | None = None
+    last_refreshed_at: dt.datetime | None = None
+    last_error: Mapping[str, Any] | None = None
+    credentials_blob: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_document(cls, doc: Document) -> Account:
+        return cls(
+            id=doc["_id"],
+            workspace_id=doc["workspace_id"],
+            provider=doc["provider"],
+            auth_type=doc["auth_type"],
+            name=doc["name"],
+            owner_id=doc["owner_id"],
+            status=doc["status"],
+            version=doc["version"],
+            created_at=doc["created_at"],
+            updated_at=doc["updated_at"],
+            sharing=doc.get("sharing", "private"),
+            external_user_id=doc.get("external_user_id"),
+            connection_settings=doc.get("connection_settings") or {},
+            metadata=doc.get("metadata") or {},
+            scopes=tuple(doc.get("scopes") or ()),
+            expires_at=doc.get("expires_at"),
+            last_refreshed_at=doc.get("last_refreshed_at"),
+            last_error=doc.get("last_error"),
+            credentials_blob=doc["credentials"],
+        )
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    workspace_id: str
+    provider: str
+    auth_type: str
+    name: str
+    owner_id: str
+    external_user_id: str | None = None
+    connection_settings: Mapping[str, str] = field(default_factory=dict)
+
+
+class AccountStore:
+    def __init__(self, db: AsyncDatabase[Document], keyring: Keyring) -> None:
+        self._collection: AsyncCollection[Document] = db["accounts"]
+        self.keyring = keyring
+
+    @property
+    def collection(self) -> AsyncCollection[Document]:
+        return self._collection
+
+    async def ensure_indexes(self) -> None:
+        await self._collection.create_index([("workspace_id", ASCENDING), ("_id", ASCENDING)])
+        await self._collection.create_index(
+            [("workspace_id", ASCENDING), ("external_user_id", ASCENDING), ("_id", ASCENDING)]
+        )
+        await self._collection.create_index([("workspace_id", ASCENDING), ("provider", ASCENDING)])
+        await self._collection.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
+
+    def _credential_fields(self, account_id: str, creds: Credentials) -> Document:
+        return {
+            "credentials": self.keyring.encrypt_json(dict(creds.values), credentials_aad(account_id)),
+            "expires_at": creds.expires_at,
+            "scopes": list(creds.scopes),
+            "metadata": dict(creds.metadata),
+        }
+
+    async def create(self, new: NewAccount, creds: Credentials, account_id: str | None = None) -> Account:
+        account_id = account_id or new_id(ACCOUNT_PREFIX)
+        now = utcnow()
+        doc: Document = {
+            "_id": account_id,
+            "workspace_id": new.workspace_id,
+            "provider": new.provider,
+            "auth_type": new.auth_type,
+            "name": new.name,
+            "owner_id": new.owner_id,
+            "sharing": "private",
+            "external_user_id": new.external_user_id,
+            "connection_settings": dict(new.connection_settings),
+            "status": "active",
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+            "last_refreshed_at": None,
+            "last_error": None,
+            **self._credential_fields(account_id, creds),
+        }
+        await self._collection.insert_one(doc)
+        return Account.from_document(doc)
+
+    async def get(self, workspace_id: str, account_id: str) -> Account | None:
+        doc = await self._collection.find_one({"_id": account_id, "workspace_id": workspace_id})
+        return None if doc is None else Account.from_document(doc)
+
+    def decrypt(self, account: Account) -> dict[str, str]:
+        values = self.keyring.decrypt_json(account.credentials_blob, credentials_aad(account.id))
+        return {str(k): str(v) for k, v in values.items()}
+
+    async def list(
+        self,
+        workspace_id: str,
+        *,
+        filters: Mapping[str, str],
+        limit: int,
+        after: str | None = None,
+    ) -> list[Account]:
+        query: Document = {"workspace_id": workspace_id, **filters}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        cursor = self._collection.find(query, projection={"outbox": 0}).sort("_id", ASCENDING).limit(limit)
+        return [Account.from_document(doc) async for doc in cursor]
+
+    async def replace_credentials(
+        self,
+        account: Account,
+        creds: Credentials,
+        *,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Account | None:
+        """Writes a new credential if nobody else changed the account since `account` was read.
+        Returns the updated account, or None when the compare-and-swap lost."""
+        now = utcnow()
+        update: Document = {
+            "$set": {
+                **self._credential_fields(account.id, creds),
+                "status": "active",
+                "last_error": None,
+                "updated_at": now,
+                **(extra or {}),
+            },
+            "$inc": {"version": 1},
+        }
+        doc = await self._collection.find_one_and_update(
+            {"_id": account.id, "version": account.version},
+            update,
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else Account.from_document(doc)
+
+    async def rename(self, account: Account, name: str) -> Account | None:
+        doc = await self._collection.find_one_and_update(
+            {"_id": account.id, "workspace_id": account.workspace_id},
+            {"$set": {"name": name, "updated_at": utcnow()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else Account.from_document(doc)
+
+    async def delete(self, account: Account) -> bool:
+        result = await self._collection.delete_one({"_id": account.id, "workspace_id": account.workspace_id})
+        return result.deleted_count == 1
