@@ -20,7 +20,7 @@ export BROKER_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(LOCAL_KAFKA_PORT)
 export BROKER_HTTP_HOST ?= 127.0.0.1
 export BROKER_HTTP_PORT ?= 8080
 
-.PHONY: help run test lint venv infra-up infra-down infra-status clean
+.PHONY: help run demo-link test lint venv infra-up infra-down infra-status clean
 
 help:
 	@echo "make run          start the local servers and the broker on http://$(BROKER_HTTP_HOST):$(BROKER_HTTP_PORT)"
@@ -43,6 +43,7 @@ infra-up:
 	bash deploy/local/infra.sh up
 
 infra-down:
+	bash deploy/local/demo.sh down
 	bash deploy/local/infra.sh down
 
 infra-status:
@@ -56,9 +57,21 @@ lint: venv
 	$(BIN)/ruff format --check service tests
 	$(BIN)/mypy --strict service
 
+# The local demo: a demo OAuth provider on :8090 (with a login page), its definitions loaded from an
+# extra providers folder, local secrets in .run/dev.env, and a connect link printed once the broker is up.
+DEMO_ENV = BROKER_EXTRA_PROVIDERS_DIR=deploy/local/demo-providers \
+	BROKER_ALLOWED_REDIRECT_URIS=http://127.0.0.1:$(BROKER_HTTP_PORT)/landing/success,http://127.0.0.1:$(BROKER_HTTP_PORT)/landing/error
+
 run: venv infra-up
+	bash deploy/local/dev-env.sh
+	bash deploy/local/demo.sh up
 	@echo "Broker: http://$(BROKER_HTTP_HOST):$(BROKER_HTTP_PORT)   (Ctrl-C stops it; 'make infra-down' stops the servers)"
-	$(BIN)/python -m service serve
+	set -a; . .run/dev.env; set +a; \
+	(bash deploy/local/demo.sh link &); \
+	$(DEMO_ENV) exec $(BIN)/python -m service serve
+
+demo-link:
+	set -a; . .run/dev.env; set +a; bash deploy/local/demo.sh link
 
 clean: infra-down
 	rm -rf .run $(VENV)

@@ -179,8 +179,8 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 
 def _first_error(document: Any) -> jsonschema.ValidationError | None:
-    errors = sorted(_validator().iter_errors(document), key=lambda e: (len(e.absolute_path), e.path))
-    return errors[0] if errors else None
+    best: jsonschema.ValidationError | None = jsonschema.exceptions.best_match(_validator().iter_errors(document))
+    return best
 
 
 def _compile(path: Path, where: str, pattern: str) -> re.Pattern[str]:

@@ -18,6 +18,7 @@ from service.connections import CONNECTIONS, SETTINGS
 from service.http import pages
 from service.http.errors import ApiError
 from service.http.validation import json_body
+from service.ids import is_id
 from service.oauth.discovery import DiscoveryError
 from service.oauth.protocol import (
     ClientCredentials,
@@ -29,7 +30,7 @@ from service.oauth.protocol import (
 from service.oauth.token_client import TokenEndpointError
 from service.provider_api import ProviderApiError, run_test_request
 from service.providers import Provider, ProviderInputError
-from service.store.accounts import Account, Credentials, NewAccount
+from service.store.accounts import ACCOUNT_PREFIX, Account, Credentials, NewAccount
 
 log = logging.getLogger("broker.connect")
 routes = web.RouteTableDef()
@@ -383,3 +384,18 @@ async def choose_provider(request: web.Request) -> web.StreamResponse:
         )
     providers = [p for name in parts.catalog.names() if (p := parts.catalog.get(name)) is not None]
     return pages.provider_list(providers, secret)
+
+
+@routes.get("/landing/success")
+async def landing_success(request: web.Request) -> web.Response:
+    """A hosted landing page for products that have none of their own (and for the local demo)."""
+    account_id = request.query.get("account_id", "")
+    if not is_id(ACCOUNT_PREFIX, account_id):
+        return pages.error_page("invalid_account_id", "No account id was given.")
+    return pages.landing_success(account_id, request.app[SETTINGS].public_url)
+
+
+@routes.get("/landing/error")
+async def landing_error(request: web.Request) -> web.Response:
+    code = request.query.get("error", "unknown_error")[:64]
+    return pages.error_page(code, request.query.get("error_description", "The connection failed.")[:300])

@@ -188,6 +188,22 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _HTML, "400": _HTML},
             },
         },
+        "/landing/success": {
+            "get": {
+                "summary": "Browser: hosted success page (shows the account id)",
+                "security": [],
+                "parameters": [_q("account_id", {"type": "string"})],
+                "responses": {"200": _HTML, "400": _HTML},
+            },
+        },
+        "/landing/error": {
+            "get": {
+                "summary": "Browser: hosted error page (shows the error code)",
+                "security": [],
+                "parameters": [_q("error", {"type": "string"}), _q("error_description", {"type": "string"})],
+                "responses": {"400": _HTML},
+            },
+        },
         "/oauth/callback": {
             "get": {
                 "summary": "Browser: the provider's redirect back (state, code, iss or error)",

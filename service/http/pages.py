@@ -105,3 +105,16 @@ def provider_list(providers: Iterable[Provider], token: str) -> web.Response:
         for p in providers
     )
     return page("Connect an account", f"<h1>Connect an account</h1><ul>{items}</ul>")
+
+
+def landing_success(account_id: str, public_url: str) -> web.Response:
+    curl = (
+        f'curl -s -H "Authorization: Bearer $BROKER_ADMIN_API_KEY" '
+        f'"{public_url}/v1/accounts/{account_id}?include_credentials=1"'
+    )
+    body = (
+        "<h1>Account connected</h1>"
+        f"<p>Account id: <code>{escape(account_id)}</code></p>"
+        f"<p>Read its credential:</p><p><code>{escape(curl)}</code></p>"
+    )
+    return page("Account connected", body)
