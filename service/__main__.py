@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 
@@ -39,6 +40,19 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def work(settings: Settings, port: int) -> int:
+    """The refresh worker, outbox relay and reconciler without the public API; /healthz, /readyz and
+    /metrics are served on `port` (0: a free port) for probes and scraping."""
+    try:
+        app = create_app(dataclasses.replace(settings, run_worker=True), http=False)
+    except (ProviderLoadError, KeyringError) as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 2
+    print(f"OAuth broker worker (probes on 127.0.0.1:{port})", file=sys.stderr, flush=True)
+    web.run_app(app, host=settings.http_host, port=port, access_log=None, print=None, shutdown_timeout=15)
+    return 0
+
+
 async def rotate_keys(settings: Settings) -> int:
     from service.keys import rotate
 
@@ -54,9 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description="OAuth broker")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the HTTP server")
+    worker = commands.add_parser("worker", help="run the refresh worker, outbox relay and reconciler")
+    worker.add_argument("--port", type=int, default=0, help="port for /healthz, /readyz and /metrics")
+    commands.add_parser("settings", help="print the settings table (Markdown, for the README)")
     keys = commands.add_parser("keys", help="encryption keys")
     keys.add_argument("action", choices=["rotate", "generate"])
     args = parser.parse_args(argv)
+    if args.command == "settings":
+        print("| variable | default | meaning |\n| --- | --- | --- |")
+        for variable, default, meaning in Settings.documentation():
+            print(f"| `{variable}` | `{default}` | {meaning} |")
+        return 0
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -65,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings)
+    if args.command == "worker":
+        return work(settings, args.port)
     if args.action == "generate":
         print(Keyring.generate_key())
         return 0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from service.background import background_ctx
 from service.components import CATALOG, KEYRING, components_ctx
 from service.config import Settings
 from service.connections import SETTINGS, connections_ctx
@@ -18,7 +19,7 @@ from service.store.keyring import Keyring
 MAX_BODY_BYTES = 256 * 1024
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, http: bool = True) -> web.Application:
     """Raises ProviderLoadError or KeyringError when a provider file or the key setting is bad: the
     broker does not start half-configured."""
     app = web.Application(
@@ -31,6 +32,8 @@ def create_app(settings: Settings) -> web.Application:
     app[CATALOG] = ProviderCatalog.load(extra)
     app.cleanup_ctx.append(connections_ctx)
     app.cleanup_ctx.append(components_ctx)
-    for module in (health, connect, accounts, oauth_apps, openapi):
+    app.cleanup_ctx.append(background_ctx)
+    modules = (health, connect, accounts, oauth_apps, openapi) if http else (health,)
+    for module in modules:
         app.add_routes(module.routes)
     return app

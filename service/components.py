@@ -8,11 +8,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from service.config import Settings
 from service.connect_sessions import ConnectSessions
-from service.connections import CONNECTIONS, SETTINGS
+from service.connections import CONNECTIONS, SETTINGS, Connections
 from service.oauth.discovery import Discovery
 from service.oauth.token_client import TokenClient
 from service.providers import ProviderCatalog
+from service.refresh.refresher import Refresher
+from service.refresh.schedule import RefreshSchedule
 from service.store.accounts import AccountStore
 from service.store.keyring import Keyring
 from service.store.oauth_apps import OAuthAppStore
@@ -29,6 +32,8 @@ class Components:
     sessions: ConnectSessions
     tokens: TokenClient
     discovery: Discovery
+    schedule: RefreshSchedule
+    refresher: Refresher
 
 
 CATALOG = web.AppKey("catalog", ProviderCatalog)
@@ -36,18 +41,41 @@ KEYRING = web.AppKey("keyring", Keyring)
 COMPONENTS = web.AppKey("components", Components)
 
 
+def build_components(
+    settings: Settings, conns: Connections, catalog: ProviderCatalog, keyring: Keyring
+) -> Components:
+    accounts = AccountStore(conns.db, keyring)
+    oauth_apps = OAuthAppStore(conns.db, keyring)
+    tokens = TokenClient(conns.http)
+    discovery = Discovery(conns.http)
+    schedule = RefreshSchedule(conns.redis, settings.refresh_shards)
+    refresher = Refresher(
+        settings=settings,
+        redis_client=conns.redis,
+        accounts=accounts,
+        oauth_apps=oauth_apps,
+        catalog=catalog,
+        tokens=tokens,
+        discovery=discovery,
+        schedule=schedule,
+    )
+    return Components(
+        catalog=catalog,
+        keyring=keyring,
+        accounts=accounts,
+        oauth_apps=oauth_apps,
+        sessions=ConnectSessions(conns.redis),
+        tokens=tokens,
+        discovery=discovery,
+        schedule=schedule,
+        refresher=refresher,
+    )
+
+
 async def components_ctx(app: web.Application) -> AsyncIterator[None]:
     conns = app[CONNECTIONS]
     keyring = app[KEYRING]
-    components = Components(
-        catalog=app[CATALOG],
-        keyring=keyring,
-        accounts=AccountStore(conns.db, keyring),
-        oauth_apps=OAuthAppStore(conns.db, keyring),
-        sessions=ConnectSessions(conns.redis),
-        tokens=TokenClient(conns.http),
-        discovery=Discovery(conns.http),
-    )
+    components = build_components(app[SETTINGS], conns, app[CATALOG], keyring)
     timeout = app[SETTINGS].dependency_timeout
     try:
         await components.accounts.ensure_indexes()

@@ -41,6 +41,15 @@ def _url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _bool(raw: str) -> bool:
+    value = raw.lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
 def _log_level(raw: str) -> str:
     value = raw.upper()
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -87,6 +96,29 @@ class Settings:
     )
     connect_token_ttl: int = _setting(1800, _positive_int, "Seconds a connect token lives.")
     oauth_state_ttl: int = _setting(600, _positive_int, "Seconds an OAuth transaction (state) lives.")
+    run_worker: bool = _setting(
+        True, _bool, "Run the refresh worker, outbox relay and reconciler inside `serve`."
+    )
+    refresh_shards: int = _setting(1, _positive_int, "Number of refresh schedule shards (Redis sorted sets).")
+    refresh_concurrency: int = _setting(16, _positive_int, "Refreshes one worker runs at once.")
+    refresh_batch: int = _setting(50, _positive_int, "Most schedule entries claimed in one go.")
+    refresh_lease_seconds: float = _setting(
+        60.0, _positive_float, "How long a claim lasts before it comes back."
+    )
+    refresh_lock_seconds: float = _setting(
+        30.0, _positive_float, "Per-account refresh lock lifetime; must exceed BROKER_HTTP_CLIENT_TIMEOUT."
+    )
+    refresh_lead_seconds: int = _setting(300, _positive_int, "Default time before expiry to refresh.")
+    refresh_read_margin: float = _setting(
+        60.0,
+        _positive_float,
+        "A credential read refreshes first when the token expires within this many seconds.",
+    )
+    refresh_retry_base: float = _setting(1.0, _positive_float, "First retry delay after a transient failure.")
+    refresh_retry_max: float = _setting(300.0, _positive_float, "Longest retry delay.")
+    refresh_poll_interval: float = _setting(0.25, _positive_float, "Worker sleep when nothing is due.")
+    reconcile_interval: float = _setting(60.0, _positive_float, "Seconds between schedule reconciliations.")
+    outbox_poll_interval: float = _setting(0.5, _positive_float, "Relay sleep when no event waits.")
 
     @property
     def callback_url(self) -> str:
@@ -109,7 +141,12 @@ class Settings:
                 values[f.name] = f.metadata["parse"](raw.strip())
             except ValueError as exc:
                 raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
-        return cls(**values)
+        settings = cls(**values)
+        if settings.refresh_lock_seconds <= settings.http_client_timeout:
+            # a lock that can expire while its holder still waits for the token endpoint would let a
+            # second refresh present the same (rotating) refresh token: RFC 9700 reuse detection
+            raise SettingsError("BROKER_REFRESH_LOCK_SECONDS must exceed BROKER_HTTP_CLIENT_TIMEOUT")
+        return settings
 
     @classmethod
     def documentation(cls) -> list[tuple[str, str, str]]:

@@ -24,7 +24,7 @@ async def _rotate_collection(
     aad_for: Any,
     out: TextIO,
 ) -> tuple[int, int]:
-    query = {f"{field}.kid": {"$ne": keyring.primary_kid}}
+    query = {field: {"$exists": True}, f"{field}.kid": {"$ne": keyring.primary_kid}}
     total = await collection.count_documents(query)
     done = failed = 0
     print(f"{collection.name}: {total} to re-encrypt under key {keyring.primary_kid!r}", file=out)

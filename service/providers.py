@@ -179,7 +179,9 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 
 def _first_error(document: Any) -> jsonschema.ValidationError | None:
-    best: jsonschema.ValidationError | None = jsonschema.exceptions.best_match(_validator().iter_errors(document))
+    best: jsonschema.ValidationError | None = jsonschema.exceptions.best_match(
+        _validator().iter_errors(document)
+    )
     return best
 
 

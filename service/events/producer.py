@@ -83,6 +83,21 @@ class EventProducer:
         except KafkaError as exc:
             raise KafkaUnavailable(str(exc)) from exc
 
+    async def send_many(
+        self, topic: str, *, key: bytes, values: list[bytes], headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        """Sends records in order (same key, same partition; the idempotent producer keeps the order)
+        and waits until all are acknowledged by all in-sync replicas."""
+        if self._producer is None:
+            raise KafkaUnavailable("producer not connected")
+        try:
+            futures = [
+                await self._producer.send(topic, value=value, key=key, headers=headers) for value in values
+            ]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise KafkaUnavailable(str(exc)) from exc
+
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         """Sends one record and waits for acks=all; raises KafkaUnavailable when it cannot."""
         if self._producer is None:

@@ -163,7 +163,7 @@ async def list_accounts(request: web.Request) -> web.Response:
     cursor = request.query.get("cursor")
     if cursor is not None and not is_id(ACCOUNT_PREFIX, cursor):
         raise ApiError(400, "invalid_cursor", "cursor is not one this API returned", parameter="cursor")
-    accounts = await parts.accounts.list(
+    accounts = await parts.accounts.find_page(
         principal.workspace_id, filters=filters, limit=limit + 1, after=cursor
     )
     page, more = accounts[:limit], len(accounts) > limit
@@ -182,6 +182,20 @@ async def get_account(request: web.Request) -> web.Response:
     include_refresh = query_flag(request, "include_refresh_token")
     parts: Components = request.app[COMPONENTS]
     account = await load_account(request, principal)
+    if include:
+        account = await parts.refresher.ensure_fresh(account)
+        if account.expires_at is not None and account.expires_at <= dt.datetime.now(dt.UTC):
+            # never hand out a token known to be expired
+            if account.status == "reauthorization_required":
+                raise ApiError(
+                    409, "reauthorization_required", "the account must be reconnected", account_id=account.id
+                )
+            raise ApiError(
+                503,
+                "credential_expired",
+                "the token expired and could not be refreshed yet",
+                account_id=account.id,
+            )
     view = account_view(account, parts.catalog.get(account.provider))
     if include:
         values = decrypt_or_error(parts, account)
@@ -207,7 +221,8 @@ async def delete_account(request: web.Request) -> web.Response:
     parts: Components = request.app[COMPONENTS]
     account = await load_account(request, principal)
     revocation = await revoke_at_provider(parts, account)
-    await parts.accounts.delete(account)
+    await parts.accounts.delete(account, revoked=revocation["status"] == "revoked")
+    await parts.schedule.unschedule(account.id)
     return web.json_response({"data": {"id": account.id, "deleted": True, "revocation": revocation}})
 
 
@@ -291,7 +306,8 @@ async def import_account(request: web.Request) -> web.Response:
     creds = Credentials(
         values=values, expires_at=expires_at, scopes=tuple(body.get("scopes", ())), metadata=metadata
     )
-    account = await parts.accounts.create(new, creds)
+    account = await parts.accounts.create(new, parts.refresher.planned(creds, provider))
+    await parts.refresher.plan(account)
     return web.json_response({"data": account_view(account, provider)}, status=201)
 
 

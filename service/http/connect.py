@@ -351,7 +351,9 @@ def oauth_credential_values(access: str, refresh: str | None, token_type: str) -
 async def save_connection(
     parts: Components, token: ConnectToken, provider: Provider, settings: dict[str, str], creds: Credentials
 ) -> Account:
-    """A new account, or for a reconnect new credentials on the same account id."""
+    """A new account, or for a reconnect new credentials on the same account id; either way its next
+    refresh is planned."""
+    creds = parts.refresher.planned(creds, provider)
     if token.account_id is not None:
         for _ in range(5):
             existing = await parts.accounts.get(token.workspace_id, token.account_id)
@@ -359,6 +361,7 @@ async def save_connection(
                 break  # deleted meanwhile: connect it as a new account
             updated = await parts.accounts.replace_credentials(existing, creds)
             if updated is not None:
+                await parts.refresher.plan(updated)
                 return updated
     new = NewAccount(
         workspace_id=token.workspace_id,
@@ -369,7 +372,9 @@ async def save_connection(
         external_user_id=token.external_user_id,
         connection_settings=settings,
     )
-    return await parts.accounts.create(new, creds)
+    account = await parts.accounts.create(new, creds)
+    await parts.refresher.plan(account)
+    return account
 
 
 @routes.get("/connect")

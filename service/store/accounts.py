@@ -8,18 +8,21 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from service.events import schema as events
 from service.ids import new_id
 from service.store.keyring import Keyring
 
 Document = dict[str, Any]
 ACCOUNT_PREFIX = "apn"
 STATUSES = ("active", "refreshing_failed", "reauthorization_required", "revoked")
+DELETED = "deleted"  # internal: the account is gone for the API; the document waits for its last events
+LIVE = {"status": {"$ne": DELETED}}
 
 
 def utcnow() -> dt.datetime:
@@ -38,6 +41,7 @@ class Credentials:
     expires_at: dt.datetime | None = None
     scopes: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    refresh_at: dt.datetime | None = None  # when the schedule should refresh it (None: never)
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,30 @@ class Account:
     scopes: tuple[str, ...] = ()
     expires_at: dt.datetime | None = None
     last_refreshed_at: dt.datetime | None = None
+    next_refresh_at: dt.datetime | None = None
     last_error: Mapping[str, Any] | None = None
+    refresh_attempts: int = 0
     credentials_blob: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def event(
+        self,
+        kind: str,
+        *,
+        status: str | None = None,
+        version: int | None = None,
+        expires_at: dt.datetime | Literal["same"] | None = "same",
+        **extra: str | int | None,
+    ) -> dict[str, Any]:
+        return events.account_event(
+            kind,
+            account_id=self.id,
+            workspace_id=self.workspace_id,
+            provider=self.provider,
+            status=status or self.status,
+            expires_at=self.expires_at if expires_at == "same" else expires_at,
+            version=self.version if version is None else version,
+            **extra,
+        )
 
     @classmethod
     def from_document(cls, doc: Document) -> Account:
@@ -83,7 +109,9 @@ class Account:
             expires_at=doc.get("expires_at"),
             last_refreshed_at=doc.get("last_refreshed_at"),
             last_error=doc.get("last_error"),
-            credentials_blob=doc["credentials"],
+            refresh_attempts=doc.get("refresh_attempts", 0),
+            next_refresh_at=doc.get("next_refresh_at"),
+            credentials_blob=doc.get("credentials") or {},
         )
 
 
@@ -113,7 +141,8 @@ class AccountStore:
             [("workspace_id", ASCENDING), ("external_user_id", ASCENDING), ("_id", ASCENDING)]
         )
         await self._collection.create_index([("workspace_id", ASCENDING), ("provider", ASCENDING)])
-        await self._collection.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
+        await self._collection.create_index([("refreshable", ASCENDING), ("status", ASCENDING)])
+        await self._collection.create_index([("has_outbox", ASCENDING)])
 
     def _credential_fields(self, account_id: str, creds: Credentials) -> Document:
         return {
@@ -121,6 +150,8 @@ class AccountStore:
             "expires_at": creds.expires_at,
             "scopes": list(creds.scopes),
             "metadata": dict(creds.metadata),
+            "refreshable": creds.refresh_at is not None and bool(creds.values.get("oauth_refresh_token")),
+            "next_refresh_at": creds.refresh_at,
         }
 
     async def create(self, new: NewAccount, creds: Credentials, account_id: str | None = None) -> Account:
@@ -142,20 +173,31 @@ class AccountStore:
             "updated_at": now,
             "last_refreshed_at": None,
             "last_error": None,
+            "refresh_attempts": 0,
             **self._credential_fields(account_id, creds),
         }
+        account = Account.from_document(doc)
+        doc["outbox"] = [account.event(events.CONNECTED)]
+        doc["has_outbox"] = True
         await self._collection.insert_one(doc)
-        return Account.from_document(doc)
+        return account
 
     async def get(self, workspace_id: str, account_id: str) -> Account | None:
-        doc = await self._collection.find_one({"_id": account_id, "workspace_id": workspace_id})
+        doc = await self._collection.find_one(
+            {"_id": account_id, "workspace_id": workspace_id, **LIVE}, projection={"outbox": 0}
+        )
+        return None if doc is None else Account.from_document(doc)
+
+    async def get_by_id(self, account_id: str) -> Account | None:
+        """For the refresh engine, which works across workspaces."""
+        doc = await self._collection.find_one({"_id": account_id, **LIVE}, projection={"outbox": 0})
         return None if doc is None else Account.from_document(doc)
 
     def decrypt(self, account: Account) -> dict[str, str]:
         values = self.keyring.decrypt_json(account.credentials_blob, credentials_aad(account.id))
         return {str(k): str(v) for k, v in values.items()}
 
-    async def list(
+    async def find_page(
         self,
         workspace_id: str,
         *,
@@ -163,7 +205,7 @@ class AccountStore:
         limit: int,
         after: str | None = None,
     ) -> list[Account]:
-        query: Document = {"workspace_id": workspace_id, **filters}
+        query: Document = {"workspace_id": workspace_id, **LIVE, **filters}
         if after is not None:
             query["_id"] = {"$gt": after}
         cursor = self._collection.find(query, projection={"outbox": 0}).sort("_id", ASCENDING).limit(limit)
@@ -174,27 +216,67 @@ class AccountStore:
         account: Account,
         creds: Credentials,
         *,
-        extra: Mapping[str, Any] | None = None,
+        kind: str = events.ROTATED,
+        refreshed: bool = False,
     ) -> Account | None:
-        """Writes a new credential if nobody else changed the account since `account` was read.
-        Returns the updated account, or None when the compare-and-swap lost."""
+        """Writes a new credential if nobody else changed the account since `account` was read, and
+        queues its event in the same update. Returns the updated account, or None when the
+        compare-and-swap lost."""
         now = utcnow()
+        fields = self._credential_fields(account.id, creds)
+        event = account.event(kind, status="active", version=account.version + 1, expires_at=creds.expires_at)
         update: Document = {
             "$set": {
-                **self._credential_fields(account.id, creds),
+                **fields,
                 "status": "active",
                 "last_error": None,
+                "refresh_attempts": 0,
                 "updated_at": now,
-                **(extra or {}),
+                "has_outbox": True,
+                **({"last_refreshed_at": now} if refreshed else {}),
             },
             "$inc": {"version": 1},
+            "$push": {"outbox": event},
         }
         doc = await self._collection.find_one_and_update(
-            {"_id": account.id, "version": account.version},
+            {"_id": account.id, "version": account.version, **LIVE},
             update,
             return_document=ReturnDocument.AFTER,
         )
         return None if doc is None else Account.from_document(doc)
+
+    async def record_failure(
+        self, account: Account, *, status: str, error: Mapping[str, Any], kind: str, attempt: int
+    ) -> Account | None:
+        """Records a failed refresh (status, error, attempt) with its event; compare-and-swap on version.
+        The credential itself is left as it is."""
+        event = account.event(
+            kind, status=status, version=account.version + 1, attempt=attempt, error=str(error.get("code"))
+        )
+        doc = await self._collection.find_one_and_update(
+            {"_id": account.id, "version": account.version, **LIVE},
+            {
+                "$set": {
+                    "status": status,
+                    "last_error": dict(error),
+                    "refresh_attempts": attempt,
+                    "updated_at": utcnow(),
+                    "has_outbox": True,
+                },
+                "$inc": {"version": 1},
+                "$push": {"outbox": event},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else Account.from_document(doc)
+
+    async def refreshable_ids(self, after: str | None, limit: int) -> list[tuple[str, dt.datetime]]:
+        """(id, next_refresh_at) of accounts the refresh schedule should hold, in id order."""
+        query: Document = {"refreshable": True, "status": {"$in": ["active", "refreshing_failed"]}}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        cursor = self._collection.find(query, projection={"next_refresh_at": 1}).sort("_id", 1)
+        return [(d["_id"], d["next_refresh_at"]) async for d in cursor.limit(limit)]
 
     async def rename(self, account: Account, name: str) -> Account | None:
         doc = await self._collection.find_one_and_update(
@@ -204,6 +286,18 @@ class AccountStore:
         )
         return None if doc is None else Account.from_document(doc)
 
-    async def delete(self, account: Account) -> bool:
-        result = await self._collection.delete_one({"_id": account.id, "workspace_id": account.workspace_id})
-        return result.deleted_count == 1
+    async def delete(self, account: Account, *, revoked: bool) -> bool:
+        """Marks the account deleted and drops its credential at once; the outbox relay publishes the
+        last events (revoked, deleted) and then removes the document, so no event is lost."""
+        final = [account.event(events.REVOKED, status="revoked")] if revoked else []
+        final.append(account.event(events.DELETED, status=DELETED))
+        result = await self._collection.update_one(
+            {"_id": account.id, "workspace_id": account.workspace_id, **LIVE},
+            {
+                "$set": {"status": DELETED, "updated_at": utcnow(), "refreshable": False, "has_outbox": True},
+                "$unset": {"credentials": ""},
+                "$inc": {"version": 1},
+                "$push": {"outbox": {"$each": final}},
+            },
+        )
+        return result.modified_count == 1

@@ -137,7 +137,7 @@ async def test_key_rotation_reencrypts_everything_is_resumable_and_keeps_account
 
 
 async def test_a_wrong_key_is_a_clear_error_not_garbage(settings: Settings, tmp_path: Path) -> None:
-    first = BrokerHarness(settings, tmp_path)
+    first = BrokerHarness(settings, tmp_path, database=settings.mongo_db + "_wrongkey")
     await first.start()
     try:
         created = await first.api(
@@ -149,7 +149,11 @@ async def test_a_wrong_key_is_a_clear_error_not_garbage(settings: Settings, tmp_
     finally:
         await first.stop()
     wrong = ",".join(f"{key.split(':')[0]}:{base64.b64encode(os.urandom(32)).decode()}" for key in TEST_KEYS)
-    second = BrokerHarness(dataclasses.replace(settings, encryption_keys=wrong), tmp_path)
+    second = BrokerHarness(
+        dataclasses.replace(settings, encryption_keys=wrong),
+        tmp_path,
+        database=settings.mongo_db + "_wrongkey",
+    )
     await second.start()
     try:
         body = await second.api(

@@ -3,16 +3,23 @@ that point at the fake (loaded from an extra folder, as a user's own providers w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import re
+import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
 
 from service.app import create_app
 from service.config import Settings
+from service.connections import open_mongo
 from tests.fakes.oauth_provider import FakeOAuthProvider
 from tests.support.servers import free_port
 
@@ -108,7 +115,11 @@ api:
 
 
 class BrokerHarness:
-    def __init__(self, settings: Settings, tmp: Path, **fake_options: Any) -> None:
+    def __init__(
+        self, settings: Settings, tmp: Path, *, database: str | None = None, **fake_options: Any
+    ) -> None:
+        self.database = database or f"{settings.mongo_db}_{secrets.token_hex(4)}"  # a database per broker
+        self._owns_database = database is None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.fake = FakeOAuthProvider(
@@ -131,6 +142,7 @@ class BrokerHarness:
             (providers / name).write_text(text)
         self.settings = dataclasses.replace(
             self._base_settings,
+            mongo_db=self.database,
             public_url=self.url,
             extra_providers_dir=str(providers),
             admin_api_key=ADMIN_KEY,
@@ -157,6 +169,13 @@ class BrokerHarness:
         if self.server is not None:
             await self.server.close()
         await self.fake.stop()
+        if not self._owns_database:
+            return
+        client = open_mongo(self.settings)
+        try:
+            await client.drop_database(self.settings.mongo_db)
+        finally:
+            await client.close()
 
     @property
     def app(self) -> Any:
@@ -203,4 +222,110 @@ class BrokerHarness:
         assert response.status == 302, (response.status, await response.text())
         location = response.headers["Location"]
         assert location.startswith((SUCCESS_URI, ERROR_URI)), location
-        return {"_target": [location.split("?")[0]], **parse_qs(urlsplit(location).query)}
+        return landing(location)
+
+    # ------------------------------------------------------------ helpers for tests that need more control
+
+    async def call(
+        self, method: str, path_or_url: str, *, api_key: str | None = ADMIN_KEY, **kwargs: Any
+    ) -> Reply:
+        """One request without following redirects, with the admin key (or another one, or none when
+        api_key is None); `path_or_url` is a path on the broker or an absolute URL."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        if api_key is not None:
+            headers.setdefault("Authorization", f"Bearer {api_key}")
+        url = path_or_url if path_or_url.startswith("http") else self.url + path_or_url
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, url, headers=headers, allow_redirects=False, **kwargs) as response,
+        ):
+            raw = await response.read()
+            body: Any = raw.decode("utf-8", "replace")
+            if response.content_type == "application/json":
+                body = json.loads(raw)
+            return Reply(response.status, response.content_type, CIMultiDict(response.headers), body)
+
+    async def browse(self, url: str, *, form: dict[str, str] | None = None) -> Reply:
+        """What a browser does with a URL (GET, or POST of a form): no API key, no redirect followed."""
+        if form is None:
+            return await self.call("GET", url, api_key=None)
+        return await self.call("POST", url, api_key=None, data=form)
+
+    async def until_callback(self, url: str, *, max_hops: int = 6) -> str:
+        """Follows the browser flow from a connect URL until the provider sends the browser back to the
+        broker's callback, and returns that callback URL without opening it."""
+        callback = f"{self.url}/oauth/callback"
+        for _ in range(max_hops):
+            reply = await self.browse(url)
+            assert reply.status in (302, 303), (reply.status, reply.body)
+            url = reply.headers["Location"]
+            if url.startswith(callback):
+                return url
+        raise AssertionError("the flow never reached the callback")
+
+    async def count_accounts(self, **filters: str) -> int:
+        """Accounts the admin key sees, counted over every page."""
+        total, cursor = 0, None
+        while True:
+            params = {"limit": "200", **filters, **({"cursor": cursor} if cursor else {})}
+            body = await self.api("GET", "/v1/accounts", params=params, expect=200)
+            total += len(body["data"])
+            cursor = body["page_info"]["next_cursor"]
+            if cursor is None:
+                return total
+
+    async def import_account(self, **body: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.api("POST", "/v1/accounts", json=body, expect=201)
+        return dict(result["data"])
+
+    async def account(self, account_id: str, *, query: str = "") -> dict[str, Any]:
+        body = await self.api("GET", f"/v1/accounts/{account_id}{query}", expect=200)
+        return dict(body["data"])
+
+    @contextlib.asynccontextmanager
+    async def another_instance(self, **setting_overrides: Any) -> AsyncIterator[str]:
+        """A second broker process-equivalent on its own port, on the same MongoDB and Redis (as behind
+        a load balancer); yields its base URL."""
+        settings = dataclasses.replace(self.settings, **setting_overrides)
+        server = TestServer(create_app(settings), host="127.0.0.1", port=free_port())
+        await server.start_server()
+        try:
+            yield f"http://127.0.0.1:{server.port}"
+        finally:
+            await server.close()
+
+
+@dataclasses.dataclass
+class Reply:
+    status: int
+    content_type: str
+    headers: CIMultiDict[str]
+    body: Any  # parsed JSON for application/json, else text
+
+    @property
+    def error_code(self) -> str:
+        assert isinstance(self.body, dict), (self.status, self.body)
+        code: str = self.body["error"]["code"]
+        return code
+
+
+def landing(location: str) -> dict[str, list[str]]:
+    """The target and query of a redirect to the product's success or error URI."""
+    return {"_target": [location.split("?")[0]], **parse_qs(urlsplit(location).query)}
+
+
+def page_code(html_text: str) -> str | None:
+    """The error code an HTML error page shows."""
+    match = re.search(r"Code: <code>([a-z_]+)</code>", html_text)
+    return match.group(1) if match else None
+
+
+@contextlib.asynccontextmanager
+async def running_broker(settings: Settings, tmp: Path, **fake_options: Any) -> AsyncIterator[BrokerHarness]:
+    """A BrokerHarness with its own settings or fake options, stopped on exit."""
+    harness = BrokerHarness(settings, tmp, **fake_options)
+    try:
+        await harness.start()
+        yield harness
+    finally:
+        await harness.stop()

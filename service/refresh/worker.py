@@ -1,0 +1,101 @@
+"""The refresh worker: claims due accounts in batches and refreshes them, a bounded number at a time.
+Stopping stops claiming, lets in-flight refreshes finish for a grace period, and gives back the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+
+from service.config import Settings
+from service.metrics import SCHEDULE_LEASED, SCHEDULE_OVERDUE, SCHEDULE_SIZE, SCHEDULING_LAG
+from service.refresh.refresher import Outcome, Refresher
+from service.refresh.schedule import Claim, RefreshSchedule
+
+log = logging.getLogger("broker.worker")
+GRACE_SECONDS = 10.0
+LOCKED_RETRY_SECONDS = 1.0
+GAUGE_INTERVAL = 5.0
+
+
+class RefreshWorker:
+    def __init__(self, settings: Settings, schedule: RefreshSchedule, refresher: Refresher) -> None:
+        self._settings = settings
+        self._schedule = schedule
+        self._refresher = refresher
+        self._in_flight: dict[asyncio.Task[None], Claim] = {}
+        self._last_gauges = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("refresh worker started", extra={"concurrency": self._settings.refresh_concurrency})
+        try:
+            while not stop.is_set():
+                try:
+                    claimed = await self._claim_once()
+                except Exception as exc:  # Redis down: keep trying, never crash the loop
+                    log.warning("claiming failed", extra={"error": type(exc).__name__})
+                    claimed = 0
+                    await _sleep_or_stop(stop, 1.0)
+                if claimed == 0:
+                    await _sleep_or_stop(
+                        stop, self._settings.refresh_poll_interval * random.uniform(0.8, 1.2)
+                    )
+        finally:
+            await self._drain()
+
+    async def _claim_once(self) -> int:
+        free = self._settings.refresh_concurrency - len(self._in_flight)
+        if free <= 0:
+            await asyncio.wait(list(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        now = time.time()
+        claims = await self._schedule.claim_due(
+            now, min(free, self._settings.refresh_batch), self._settings.refresh_lease_seconds
+        )
+        for claim in claims:
+            SCHEDULING_LAG.observe(max(0.0, now - claim.due))
+            task = asyncio.create_task(self._handle(claim))
+            self._in_flight[task] = claim
+            task.add_done_callback(lambda t: self._in_flight.pop(t, None))
+        if now - self._last_gauges > GAUGE_INTERVAL:
+            self._last_gauges = now
+            size, leased, overdue = await self._schedule.sizes(now)
+            SCHEDULE_SIZE.set(size)
+            SCHEDULE_LEASED.set(leased)
+            SCHEDULE_OVERDUE.set(overdue)
+        return len(claims)
+
+    async def _handle(self, claim: Claim) -> None:
+        try:
+            result = await self._refresher.refresh(claim.account_id)
+            if result.outcome == Outcome.LOCKED:
+                # a credential read is refreshing it right now; look again shortly
+                await self._schedule.schedule(claim.account_id, time.time() + LOCKED_RETRY_SECONDS)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("refresh crashed", extra={"account_id": claim.account_id})
+            await self._schedule.schedule(
+                claim.account_id, time.time() + self._settings.refresh_retry_base * 5
+            )
+
+    async def _drain(self) -> None:
+        if not self._in_flight:
+            return
+        log.info("waiting for in-flight refreshes", extra={"count": len(self._in_flight)})
+        _, pending = await asyncio.wait(list(self._in_flight), timeout=GRACE_SECONDS)
+        for task in pending:
+            claim = self._in_flight.get(task)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            if claim is not None:
+                with contextlib.suppress(Exception):
+                    await self._schedule.release(claim.account_id, time.time())
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
