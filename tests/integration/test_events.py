@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -79,7 +80,9 @@ async def test_events_are_cloudevents_keyed_by_account_without_secrets(
     assert types[0] == "oauthbroker.account.connected"
     assert types.count("oauthbroker.credential.rotated") >= 2
     assert types[-2:] == ["oauthbroker.account.revoked", "oauthbroker.account.deleted"]
+    validator = jsonschema.Draft202012Validator(json.loads((ROOT / "docs/events.schema.json").read_text()))
     for record in records:
+        validator.validate(json.loads(record.value))
         assert record.key == account_id.encode()
         assert dict(record.headers)["content-type"].startswith(b"application/cloudevents+json")
         event = json.loads(record.value)
