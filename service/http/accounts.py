@@ -54,7 +54,12 @@ IMPORT_SCHEMA: dict[str, Any] = {
         "expires_at": {"type": ["string", "null"], "format": "date-time", "maxLength": 64},
         "expires_in": {"type": "integer", "minimum": 1, "maximum": 10 * 365 * 86400},
         "scopes": {"type": "array", "items": {"type": "string", "maxLength": 256}, "maxItems": 200},
-        "metadata": {"type": "object", "maxProperties": 32},
+        "metadata": {
+            "type": "object",
+            "maxProperties": 32,
+            "propertyNames": {"pattern": "^[A-Za-z][A-Za-z0-9_-]{0,63}$"},
+            "additionalProperties": {"type": ["string", "number", "boolean", "null"], "maxLength": 2048},
+        },
         "verify": {"type": "boolean"},
     },
 }

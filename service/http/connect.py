@@ -22,6 +22,7 @@ from service.ids import is_id
 from service.oauth.discovery import DiscoveryError
 from service.oauth.protocol import (
     ClientCredentials,
+    Endpoints,
     authorization_url,
     check_issuer,
     new_code_verifier,
@@ -169,8 +170,10 @@ async def start_connect(request: web.Request) -> web.StreamResponse:
         return pages.error_page("provider_mismatch", "This connect link is not for this provider.")
     if not provider.is_oauth:
         return pages.key_form(provider, secret)
-    given = dict(token.connection_settings)
-    given |= {s.name: request.query[s.name] for s in provider.connection_settings if s.name in request.query}
+    # Settings the connect token carries are binding (a reconnect keeps the account's); the browser
+    # may only fill in the ones it left open.
+    given = {s.name: request.query[s.name] for s in provider.connection_settings if s.name in request.query}
+    given |= dict(token.connection_settings)
     try:
         settings = provider.resolve_settings(given)
     except ProviderInputError as exc:
@@ -242,9 +245,8 @@ async def submit_key_form(request: web.Request) -> web.StreamResponse:
         return pages.error_page("provider_mismatch", "This connect link is not for this provider.")
     values = {f.name: str(form.get(f.name, "")).strip() for f in provider.credential_fields}
     problem = key_field_problem(provider, values)
-    given = dict(token.connection_settings) | {
-        s.name: str(form[s.name]) for s in provider.connection_settings if s.name in form
-    }
+    given = {s.name: str(form[s.name]) for s in provider.connection_settings if s.name in form}
+    given |= dict(token.connection_settings)
     try:
         settings = provider.resolve_settings(given)
     except ProviderInputError as exc:
@@ -295,19 +297,20 @@ async def oauth_callback(request: web.Request) -> web.StreamResponse:
     provider = parts.catalog.get(tx.provider)
     if provider is None or provider.oauth2 is None:
         return land_error(token, "unknown_provider", "the provider is no longer configured")
-    if "error" in query:
-        error = query["error"][:64]
-        code = "access_denied" if error == "access_denied" else "provider_error"
-        return land_error(token, code, f"the provider answered {error}")
-    endpoints = await parts.discovery.endpoints(provider, tx.connection_settings)
-    endpoints = endpoints.__class__(
-        **{**endpoints.__dict__, "issuer": tx.issuer, "require_iss": tx.require_iss}
-    )
-    iss_problem = check_issuer(endpoints, query.get("iss"))
+    # RFC 9207 §2.4: the issuer is checked on error responses too, before anything else is believed.
+    iss_problem = check_issuer_of(tx, query.get("iss"))
     if iss_problem is not None:
         return land_error(
             token, iss_problem, "the response did not come from the expected authorization server"
         )
+    if "error" in query:
+        error = query["error"][:64]
+        code = "access_denied" if error == "access_denied" else "provider_error"
+        return land_error(token, code, f"the provider answered {error}")
+    try:
+        endpoints = await parts.discovery.endpoints(provider, tx.connection_settings)
+    except DiscoveryError as exc:
+        return land_error(token, "provider_discovery_failed", str(exc))
     code = query.get("code", "")
     if not code or len(code) > 2048:
         return land_error(token, "code_missing", "the provider sent no authorization code")
@@ -339,6 +342,19 @@ async def oauth_callback(request: web.Request) -> web.StreamResponse:
     )
     account = await save_connection(parts, token, provider, tx.connection_settings, creds)
     return land_success(token, account)
+
+
+def check_issuer_of(tx: OAuthTransaction, iss: str | None) -> str | None:
+    """The issuer recorded when the flow started is the one the response must name."""
+    expected = Endpoints(
+        authorize_url="",
+        token_url="",
+        refresh_url="",
+        revocation_url=None,
+        issuer=tx.issuer,
+        require_iss=tx.require_iss,
+    )
+    return check_issuer(expected, iss)
 
 
 def oauth_credential_values(access: str, refresh: str | None, token_type: str) -> dict[str, str]:
