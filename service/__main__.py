@@ -53,6 +53,24 @@ def work(settings: Settings, port: int) -> int:
     return 0
 
 
+async def create_workspace(settings: Settings, name: str, owner: str) -> int:
+    """Bootstraps a workspace and its first owner; prints the owner's API key (shown only this once)
+    on stdout, and the ids on stderr."""
+    from service.store.tenancy import SCOPES, TenancyStore
+
+    client = open_mongo(settings)
+    try:
+        tenancy = TenancyStore(client[settings.mongo_db])
+        await tenancy.ensure_indexes()
+        workspace, member = await tenancy.create_workspace(name, owner)
+        _, secret = await tenancy.issue_key(member, frozenset(SCOPES), name="bootstrap")
+    finally:
+        await client.close()
+    print(f"workspace {workspace.id} ({name}), owner {member.id} ({owner}); API key:", file=sys.stderr)
+    print(secret)
+    return 0
+
+
 async def rotate_keys(settings: Settings) -> int:
     from service.keys import rotate
 
@@ -71,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     worker = commands.add_parser("worker", help="run the refresh worker, outbox relay and reconciler")
     worker.add_argument("--port", type=int, default=0, help="port for /healthz, /readyz and /metrics")
     commands.add_parser("settings", help="print the settings table (Markdown, for the README)")
+    admin = commands.add_parser("admin", help="bootstrap tenancy")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+    create = admin_commands.add_parser(
+        "create-workspace", help="create a workspace; prints its owner's API key"
+    )
+    create.add_argument("name")
+    create.add_argument("--owner", default="owner", help="the first owner's name")
     keys = commands.add_parser("keys", help="encryption keys")
     keys.add_argument("action", choices=["rotate", "generate"])
     args = parser.parse_args(argv)
@@ -89,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings)
     if args.command == "worker":
         return work(settings, args.port)
+    if args.command == "admin":
+        return asyncio.run(create_workspace(settings, args.name, args.owner))
     if args.action == "generate":
         print(Keyring.generate_key())
         return 0

@@ -10,7 +10,7 @@ from service.background import background_ctx
 from service.components import CATALOG, KEYRING, components_ctx
 from service.config import Settings
 from service.connections import SETTINGS, connections_ctx
-from service.http import accounts, connect, health, oauth_apps, openapi
+from service.http import accounts, connect, health, oauth_apps, openapi, workspace
 from service.http.errors import error_middleware
 from service.http.observe import observe_middleware
 from service.providers import ProviderCatalog
@@ -33,7 +33,7 @@ def create_app(settings: Settings, *, http: bool = True) -> web.Application:
     app.cleanup_ctx.append(connections_ctx)
     app.cleanup_ctx.append(components_ctx)
     app.cleanup_ctx.append(background_ctx)
-    modules = (health, connect, accounts, oauth_apps, openapi) if http else (health,)
+    modules = (health, connect, accounts, oauth_apps, workspace, openapi) if http else (health,)
     for module in modules:
         app.add_routes(module.routes)
     return app

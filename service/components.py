@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from service.access import AUTHENTICATOR, Authenticator
+from service.audit import AuditLog
 from service.config import Settings
 from service.connect_sessions import ConnectSessions
 from service.connections import CONNECTIONS, SETTINGS, Connections
@@ -19,6 +21,7 @@ from service.refresh.schedule import RefreshSchedule
 from service.store.accounts import AccountStore
 from service.store.keyring import Keyring
 from service.store.oauth_apps import OAuthAppStore
+from service.store.tenancy import TenancyStore
 
 log = logging.getLogger("broker")
 
@@ -34,6 +37,8 @@ class Components:
     discovery: Discovery
     schedule: RefreshSchedule
     refresher: Refresher
+    tenancy: TenancyStore
+    audit: AuditLog
 
 
 CATALOG = web.AppKey("catalog", ProviderCatalog)
@@ -69,6 +74,8 @@ def build_components(
         discovery=discovery,
         schedule=schedule,
         refresher=refresher,
+        tenancy=TenancyStore(conns.db),
+        audit=AuditLog(conns.db),
     )
 
 
@@ -80,9 +87,12 @@ async def components_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         await components.accounts.ensure_indexes()
         await components.oauth_apps.ensure_indexes()
+        await components.tenancy.ensure_indexes()
+        await components.audit.ensure_indexes()
     except Exception as exc:  # MongoDB down at start-up: serve anyway, /readyz says so
         log.warning(
             "could not ensure indexes at start-up", extra={"error": type(exc).__name__, "timeout": timeout}
         )
     app[COMPONENTS] = components
+    app[AUTHENTICATOR] = Authenticator(components.tenancy, app[SETTINGS].api_key_cache_seconds)
     yield

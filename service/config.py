@@ -86,10 +86,9 @@ class Settings:
     encryption_keys: str = _setting(
         "", doc="Secret. `kid:base64key,...` (32-byte AES keys); the first encrypts, all decrypt."
     )
-    admin_api_key: str = _setting(
-        "", doc="Secret. Bearer key for the internal API (until workspaces' own keys)."
+    api_key_cache_seconds: float = _setting(
+        5.0, _positive_float, "How long a verified API key is trusted before it is checked again."
     )
-    workspace_id: str = _setting("ws_default", doc="Workspace the admin key acts in.")
     extra_providers_dir: str = _setting("", doc="Folder of extra provider definitions (*.yaml).")
     allowed_redirect_uris: str = _setting(
         "", doc="Comma-separated success/error URIs a connect token may land on (exact match)."

@@ -25,7 +25,6 @@ def base_settings() -> Settings:
         settings,
         mongo_db=f"broker_test_{uuid.uuid4().hex[:10]}",
         encryption_keys=",".join(TEST_KEYS),
-        admin_api_key="test-admin-key-0123456789",
         run_worker=False,  # tests that need the refresh worker or the relay turn it on
     )
 

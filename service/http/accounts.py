@@ -10,7 +10,15 @@ from typing import Any
 
 from aiohttp import web
 
-from service.access import Principal, authenticate
+from service.access import (
+    SCOPE_OF,
+    Operation,
+    Principal,
+    authenticate,
+    authorize,
+    require_scope,
+    visible_filter,
+)
 from service.components import COMPONENTS, Components
 from service.connections import CONNECTIONS
 from service.http.connect import (
@@ -122,16 +130,18 @@ def credentials_view(values: Mapping[str, str], *, include_refresh_token: bool) 
     return {k: v for k, v in values.items() if include_refresh_token or k != "oauth_refresh_token"}
 
 
-async def load_account(request: web.Request, principal: Principal) -> Account:
+async def load_account(request: web.Request, principal: Principal, operation: Operation) -> Account:
+    """The account named in the path, if the principal may perform `operation` on it (404 when it is in
+    another workspace or hidden from them, 403 when visible but not allowed)."""
     account_id = request.match_info["account_id"]
     parts: Components = request.app[COMPONENTS]
-    account = (
-        await parts.accounts.get(principal.workspace_id, account_id)
-        if is_id(ACCOUNT_PREFIX, account_id)
-        else None
-    )
+    account = None
+    if is_id(ACCOUNT_PREFIX, account_id):
+        account = await parts.accounts.get(principal.workspace_id, account_id)
     if account is None:
+        require_scope(principal, SCOPE_OF[operation])
         raise ApiError(404, "account_not_found", f"no account {account_id!r}")
+    authorize(principal, account.owner_id, account.sharing, account.id, operation)
     return account
 
 
@@ -149,9 +159,9 @@ def decrypt_or_error(parts: Components, account: Account) -> dict[str, str]:
 
 @routes.get("/v1/accounts")
 async def list_accounts(request: web.Request) -> web.Response:
-    principal = authenticate(request)
+    principal = await authenticate(request, "accounts:read")
     parts: Components = request.app[COMPONENTS]
-    filters: dict[str, str] = {}
+    filters: dict[str, Any] = dict(visible_filter(principal))
     for name in ("provider", "external_user_id", "status"):
         if name in request.query:
             filters[name] = request.query[name][:256]
@@ -182,11 +192,11 @@ async def list_accounts(request: web.Request) -> web.Response:
 
 @routes.get("/v1/accounts/{account_id}")
 async def get_account(request: web.Request) -> web.Response:
-    principal = authenticate(request)
+    principal = await authenticate(request)
     include = query_flag(request, "include_credentials")
     include_refresh = query_flag(request, "include_refresh_token")
     parts: Components = request.app[COMPONENTS]
-    account = await load_account(request, principal)
+    account = await load_account(request, principal, Operation.USE_CREDENTIALS if include else Operation.VIEW)
     if include:
         account = await parts.refresher.ensure_fresh(account)
         if account.expires_at is not None and account.expires_at <= dt.datetime.now(dt.UTC):
@@ -205,15 +215,16 @@ async def get_account(request: web.Request) -> web.Response:
     if include:
         values = decrypt_or_error(parts, account)
         view["credentials"] = credentials_view(values, include_refresh_token=include_refresh)
+        await parts.audit.record(principal, account.id, "read_credentials")
     return web.json_response({"data": view}, headers={"Cache-Control": "no-store"})
 
 
 @routes.patch("/v1/accounts/{account_id}")
 async def rename_account(request: web.Request) -> web.Response:
-    principal = authenticate(request)
+    principal = await authenticate(request)
     body = await json_body(request, RENAME_SCHEMA)
     parts: Components = request.app[COMPONENTS]
-    account = await load_account(request, principal)
+    account = await load_account(request, principal, Operation.MODIFY)
     renamed = await parts.accounts.rename(account, body["name"].strip() or account.name)
     if renamed is None:
         raise ApiError(404, "account_not_found", f"no account {account.id!r}")
@@ -222,9 +233,9 @@ async def rename_account(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/accounts/{account_id}")
 async def delete_account(request: web.Request) -> web.Response:
-    principal = authenticate(request)
+    principal = await authenticate(request)
     parts: Components = request.app[COMPONENTS]
-    account = await load_account(request, principal)
+    account = await load_account(request, principal, Operation.DELETE)
     revocation = await revoke_at_provider(parts, account)
     await parts.accounts.delete(account, revoked=revocation["status"] == "revoked")
     await parts.schedule.unschedule(account.id)
@@ -257,7 +268,7 @@ async def revoke_at_provider(parts: Components, account: Account) -> dict[str, A
 @routes.post("/v1/accounts")
 async def import_account(request: web.Request) -> web.Response:
     """Imports a credential held elsewhere (Vault, a database): OAuth tokens with their expiry, or keys."""
-    principal = authenticate(request)
+    principal = await authenticate(request, "accounts:write")
     body = await json_body(request, IMPORT_SCHEMA)
     parts: Components = request.app[COMPONENTS]
     provider = parts.catalog.get(body["provider"])
@@ -358,9 +369,9 @@ async def _verify_or_422(
 
 @routes.post("/v1/accounts/{account_id}/reconnect")
 async def reconnect_account(request: web.Request) -> web.Response:
-    principal = authenticate(request)
+    principal = await authenticate(request)
     body = await json_body(request, RECONNECT_SCHEMA)
-    account = await load_account(request, principal)
+    account = await load_account(request, principal, Operation.RECONNECT)
     return await issue_connect_token(
         request, workspace_id=principal.workspace_id, owner_id=account.owner_id, body=body, account=account
     )
@@ -368,9 +379,9 @@ async def reconnect_account(request: web.Request) -> web.Response:
 
 @routes.post("/v1/accounts/{account_id}/test")
 async def test_account(request: web.Request) -> web.Response:
-    principal = authenticate(request)
+    principal = await authenticate(request)
     parts: Components = request.app[COMPONENTS]
-    account = await load_account(request, principal)
+    account = await load_account(request, principal, Operation.TEST)
     provider = parts.catalog.get(account.provider)
     if provider is None:
         raise ApiError(409, "unknown_provider", f"provider {account.provider!r} is no longer configured")
@@ -387,6 +398,7 @@ async def test_account(request: web.Request) -> web.Response:
         raise ApiError(409, "test_request_unavailable", str(exc)) from None
     if outcome is None:
         raise ApiError(409, "no_test_request", f"{provider.name} defines no test request")
+    await parts.audit.record(principal, account.id, "test", ok=outcome.ok)
     return web.json_response(
         {
             "data": {
@@ -397,3 +409,110 @@ async def test_account(request: web.Request) -> web.Response:
             }
         }
     )
+
+
+ACCESS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["sharing"],
+    "properties": {
+        "sharing": {
+            "oneOf": [
+                {"enum": ["private", "workspace"]},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["members"],
+                    "properties": {
+                        "members": {
+                            "type": "array",
+                            "items": {"type": "string", "pattern": "^mem_[0-9a-z]{26}$"},
+                            "minItems": 1,
+                            "maxItems": 500,
+                            "uniqueItems": True,
+                        }
+                    },
+                },
+            ]
+        }
+    },
+}
+
+
+@routes.put("/v1/accounts/{account_id}/access")
+async def set_access(request: web.Request) -> web.Response:
+    """Private (the default), the whole workspace, or named members."""
+    principal = await authenticate(request)
+    body = await json_body(request, ACCESS_SCHEMA)
+    parts: Components = request.app[COMPONENTS]
+    account = await load_account(request, principal, Operation.MANAGE_ACCESS)
+    sharing: Any = body["sharing"]
+    if isinstance(sharing, dict):
+        members = sharing["members"]
+        for member_id in members:
+            if await parts.tenancy.member(principal.workspace_id, member_id) is None:
+                raise ApiError(
+                    400, "unknown_member", f"no member {member_id!r} in this workspace", field="sharing"
+                )
+        sharing = members
+    updated = await parts.accounts.set_sharing(account, sharing)
+    if updated is None:
+        raise ApiError(404, "account_not_found", f"no account {account.id!r}")
+    return web.json_response({"data": account_view(updated, parts.catalog.get(updated.provider))})
+
+
+@routes.get("/v1/accounts/{account_id}/usage")
+async def account_usage(request: web.Request) -> web.Response:
+    """Which members and keys used the account's credential, how often and when last."""
+    principal = await authenticate(request)
+    parts: Components = request.app[COMPONENTS]
+    account = await load_account(request, principal, Operation.VIEW)
+    rows = await parts.audit.usage(principal.workspace_id, account.id)
+    return web.json_response(
+        {
+            "data": [
+                {
+                    "member_id": row["member_id"],
+                    "api_key_id": row["api_key_id"],
+                    "counts": row.get("counts", {}),
+                    "first_used_at": iso(row.get("first_used_at")),
+                    "last_used_at": iso(row.get("last_used_at")),
+                    "last_operation": row.get("last_operation"),
+                }
+                for row in rows
+            ]
+        }
+    )
+
+
+@routes.delete("/v1/users/{external_user_id}")
+async def delete_external_user(request: web.Request) -> web.Response:
+    """Deletes (revoking at the provider) every account of one end user. All or nothing on access:
+    when any of them may not be deleted by the caller, none is."""
+    principal = await authenticate(request, "accounts:write")
+    parts: Components = request.app[COMPONENTS]
+    external_user_id = request.match_info["external_user_id"]
+    if not 1 <= len(external_user_id) <= 256:
+        raise ApiError(400, "invalid_parameter", "external_user_id must be 1..256 characters")
+    accounts: list[Account] = []
+    after: str | None = None
+    while True:
+        page = await parts.accounts.find_page(
+            principal.workspace_id,
+            filters={**visible_filter(principal), "external_user_id": external_user_id},
+            limit=MAX_PAGE,
+            after=after,
+        )
+        accounts += page
+        if len(page) < MAX_PAGE:
+            break
+        after = page[-1].id
+    for account in accounts:
+        authorize(principal, account.owner_id, account.sharing, account.id, Operation.DELETE)
+    results = []
+    for account in accounts:
+        revocation = await revoke_at_provider(parts, account)
+        await parts.accounts.delete(account, revoked=revocation["status"] == "revoked")
+        await parts.schedule.unschedule(account.id)
+        results.append({"id": account.id, "revocation": revocation})
+    return web.json_response({"data": {"external_user_id": external_user_id, "deleted": results}})

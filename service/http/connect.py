@@ -71,7 +71,8 @@ async def issue_connect_token(
     """Shared by POST /v1/connect/tokens and POST /v1/accounts/{id}/reconnect."""
     settings = request.app[SETTINGS]
     parts: Components = request.app[COMPONENTS]
-    allowed = settings.redirect_allowlist
+    workspace = await parts.tenancy.workspace(workspace_id)
+    allowed = settings.redirect_allowlist | set(workspace.allowed_redirect_uris if workspace else ())
     for key in ("success_redirect_uri", "error_redirect_uri"):
         if body[key] not in allowed:
             raise ApiError(
@@ -115,7 +116,7 @@ async def issue_connect_token(
 
 @routes.post("/v1/connect/tokens")
 async def create_connect_token(request: web.Request) -> web.Response:
-    principal = authenticate(request)
+    principal = await authenticate(request, "connect")
     body = await json_body(request, CONNECT_TOKEN_SCHEMA)
     return await issue_connect_token(
         request, workspace_id=principal.workspace_id, owner_id=principal.member_id, body=body

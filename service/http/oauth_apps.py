@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from service.access import authenticate
+from service.access import authenticate, require_admin
 from service.components import COMPONENTS, Components
 from service.connections import SETTINGS
 from service.http.errors import ApiError
@@ -54,7 +54,8 @@ def _oauth_provider(parts: Components, name: str) -> str:
 
 @routes.put("/v1/oauth-apps/{provider}")
 async def put_oauth_app(request: web.Request) -> web.Response:
-    principal = authenticate(request)
+    principal = await authenticate(request)
+    require_admin(principal)
     body = await json_body(request, OAUTH_APP_SCHEMA)
     parts: Components = request.app[COMPONENTS]
     provider = _oauth_provider(parts, request.match_info["provider"])
@@ -76,7 +77,7 @@ async def put_oauth_app(request: web.Request) -> web.Response:
 
 @routes.get("/v1/oauth-apps")
 async def list_oauth_apps(request: web.Request) -> web.Response:
-    principal = authenticate(request)
+    principal = await authenticate(request)
     parts: Components = request.app[COMPONENTS]
     return web.json_response(
         {"data": [app_view(a) for a in await parts.oauth_apps.list(principal.workspace_id)]}
@@ -85,7 +86,7 @@ async def list_oauth_apps(request: web.Request) -> web.Response:
 
 @routes.get("/v1/oauth-apps/{provider}")
 async def get_oauth_app(request: web.Request) -> web.Response:
-    principal = authenticate(request)
+    principal = await authenticate(request)
     parts: Components = request.app[COMPONENTS]
     app = await parts.oauth_apps.get(principal.workspace_id, request.match_info["provider"])
     if app is None:
@@ -95,7 +96,8 @@ async def get_oauth_app(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/oauth-apps/{provider}")
 async def delete_oauth_app(request: web.Request) -> web.Response:
-    principal = authenticate(request)
+    principal = await authenticate(request)
+    require_admin(principal)
     parts: Components = request.app[COMPONENTS]
     if not await parts.oauth_apps.delete(principal.workspace_id, request.match_info["provider"]):
         raise ApiError(404, "oauth_app_not_found", "no OAuth app registered for this provider")
@@ -104,7 +106,7 @@ async def delete_oauth_app(request: web.Request) -> web.Response:
 
 @routes.get("/v1/providers")
 async def list_providers(request: web.Request) -> web.Response:
-    authenticate(request)
+    await authenticate(request)
     parts: Components = request.app[COMPONENTS]
     data = []
     for name in parts.catalog.names():

@@ -8,9 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from service.http.accounts import IMPORT_SCHEMA, RECONNECT_SCHEMA, RENAME_SCHEMA
+from service.http.accounts import ACCESS_SCHEMA, IMPORT_SCHEMA, RECONNECT_SCHEMA, RENAME_SCHEMA
 from service.http.connect import CONNECT_TOKEN_SCHEMA
 from service.http.oauth_apps import OAUTH_APP_SCHEMA
+from service.http.workspace import KEY_SCHEMA, MEMBER_SCHEMA, WORKSPACE_SCHEMA
 
 routes = web.RouteTableDef()
 
@@ -74,7 +75,7 @@ def _op(
     errors: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {str(ok): {"description": "success", **_json(response or {"type": "object"})}}
-    for status in ((400, 401, 404, 413, 415) if auth else ()) + errors:
+    for status in ((400, 401, 403, 404, 413, 415) if auth else ()) + errors:
         responses[str(status)] = {"description": "error", **_json({"$ref": "#/components/schemas/Error"})}
     op: dict[str, Any] = {"summary": summary, "responses": responses}
     if body is not None:
@@ -161,6 +162,46 @@ def document() -> dict[str, Any]:
         "/v1/accounts/{account_id}/test": {
             "parameters": [_ID],
             "post": _op("Run the provider's test request with this credential", errors=(409,)),
+        },
+        "/v1/accounts/{account_id}/access": {
+            "parameters": [_ID],
+            "put": _op(
+                "Share with the workspace or named members, or make private",
+                body=ACCESS_SCHEMA,
+                response=_ONE,
+            ),
+        },
+        "/v1/accounts/{account_id}/usage": {
+            "parameters": [_ID],
+            "get": _op("Which members and keys used the credential, how often, when last"),
+        },
+        "/v1/users/{external_user_id}": {
+            "parameters": [
+                {"name": "external_user_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "delete": _op("Delete (and revoke) every account of one end user"),
+        },
+        "/v1/workspace": {
+            "get": _op("The workspace, and who you are in it"),
+            "patch": _op("Workspace settings (no-store default, redirect allowlist)", body=WORKSPACE_SCHEMA),
+        },
+        "/v1/members": {
+            "get": _op("Members of the workspace"),
+            "post": _op("Add a member (owners and admins)", ok=201, body=MEMBER_SCHEMA),
+        },
+        "/v1/members/{member_id}": {
+            "parameters": [
+                {"name": "member_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "delete": _op("Remove a member (their keys are revoked)", errors=(409,)),
+        },
+        "/v1/api-keys": {
+            "get": _op("API keys (yours; all of them for admins); never the secret"),
+            "post": _op("A new API key, shown once", ok=201, body=KEY_SCHEMA),
+        },
+        "/v1/api-keys/{key_id}": {
+            "parameters": [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "delete": _op("Revoke an API key"),
         },
         "/connect/{provider}": {
             "parameters": [

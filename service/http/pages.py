@@ -109,7 +109,7 @@ def provider_list(providers: Iterable[Provider], token: str) -> web.Response:
 
 def landing_success(account_id: str, public_url: str) -> web.Response:
     curl = (
-        f'curl -s -H "Authorization: Bearer $BROKER_ADMIN_API_KEY" '
+        f'curl -s -H "Authorization: Bearer $BROKER_API_KEY" '
         f'"{public_url}/v1/accounts/{account_id}?include_credentials=1"'
     )
     body = (

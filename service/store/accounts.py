@@ -278,6 +278,14 @@ class AccountStore:
         cursor = self._collection.find(query, projection={"next_refresh_at": 1}).sort("_id", 1)
         return [(d["_id"], d["next_refresh_at"]) async for d in cursor.limit(limit)]
 
+    async def set_sharing(self, account: Account, sharing: Any) -> Account | None:
+        doc = await self._collection.find_one_and_update(
+            {"_id": account.id, "workspace_id": account.workspace_id, **LIVE},
+            {"$set": {"sharing": sharing, "updated_at": utcnow()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else Account.from_document(doc)
+
     async def rename(self, account: Account, name: str) -> Account | None:
         doc = await self._collection.find_one_and_update(
             {"_id": account.id, "workspace_id": account.workspace_id},

@@ -380,7 +380,7 @@ async def test_import_oauth_tokens_with_expires_in(broker: BrokerHarness) -> Non
     assert account["provider"] == "fake"
     assert account["auth_type"] == "oauth2"
     assert account["external_user_id"] == user
-    assert account["owner_id"] == "admin"
+    assert account["owner_id"] == broker.owner.id
     assert account["status"] == "active"
     assert account["version"] == 1
     assert account["scopes"] == ["read", "profile"]
@@ -672,16 +672,16 @@ async def test_accounts_of_another_workspace_are_invisible(broker: BrokerHarness
     account = await broker.import_account(
         provider="fakekeys", external_user_id=user, credentials={"api_key": "key-123"}
     )
-    async with broker.another_instance(workspace_id=f"ws_{uuid.uuid4().hex[:8]}") as other:
-        listed = await broker.call("GET", f"{other}/v1/accounts?external_user_id={user}")
-        assert listed.status == 200
-        assert listed.body["data"] == []
-        for method, path in (
-            ("GET", f"/v1/accounts/{account['id']}?include_credentials=1"),
-            ("DELETE", f"/v1/accounts/{account['id']}"),
-            ("POST", f"/v1/accounts/{account['id']}/test"),
-        ):
-            reply = await broker.call(method, f"{other}{path}")
-            assert reply.status == 404, (method, path)
-            assert reply.error_code == "account_not_found"
+    _, other_owner = await broker.tenancy_of_new_workspace()
+    listed = await broker.call("GET", f"/v1/accounts?external_user_id={user}", api_key=other_owner)
+    assert listed.status == 200
+    assert listed.body["data"] == []
+    for method, path in (
+        ("GET", f"/v1/accounts/{account['id']}?include_credentials=1"),
+        ("DELETE", f"/v1/accounts/{account['id']}"),
+        ("POST", f"/v1/accounts/{account['id']}/test"),
+    ):
+        reply = await broker.call(method, path, api_key=other_owner)
+        assert reply.status == 404, (method, path)
+        assert reply.error_code == "account_not_found"
     assert (await broker.account(account["id"]))["id"] == account["id"]

@@ -153,6 +153,7 @@ async def test_a_wrong_key_is_a_clear_error_not_garbage(settings: Settings, tmp_
         dataclasses.replace(settings, encryption_keys=wrong),
         tmp_path,
         database=settings.mongo_db + "_wrongkey",
+        admin_key=first.admin_key,
     )
     await second.start()
     try:

@@ -20,10 +20,11 @@ from multidict import CIMultiDict
 from service.app import create_app
 from service.config import Settings
 from service.connections import open_mongo
+from service.store.tenancy import SCOPES, TenancyStore
 from tests.fakes.oauth_provider import FakeOAuthProvider
 from tests.support.servers import free_port
 
-ADMIN_KEY = "test-admin-key-0123456789"
+ADMIN = "admin"  # `api_key=ADMIN`: the workspace owner's key made at start-up
 SUCCESS_URI = "https://product.example/connected"
 ERROR_URI = "https://product.example/failed"
 CLIENT_ID = "broker-client"
@@ -116,8 +117,15 @@ api:
 
 class BrokerHarness:
     def __init__(
-        self, settings: Settings, tmp: Path, *, database: str | None = None, **fake_options: Any
+        self,
+        settings: Settings,
+        tmp: Path,
+        *,
+        database: str | None = None,
+        admin_key: str | None = None,
+        **fake_options: Any,
     ) -> None:
+        self._given_admin_key = admin_key  # reuse the workspace of an earlier broker on the same database
         self.database = database or f"{settings.mongo_db}_{secrets.token_hex(4)}"  # a database per broker
         self._owns_database = database is None
         self.port = free_port()
@@ -145,12 +153,12 @@ class BrokerHarness:
             mongo_db=self.database,
             public_url=self.url,
             extra_providers_dir=str(providers),
-            admin_api_key=ADMIN_KEY,
             allowed_redirect_uris=f"{SUCCESS_URI},{ERROR_URI}",
         )
+        await self._bootstrap_workspace()
         self.server = TestServer(create_app(self.settings), host="127.0.0.1", port=self.port)
         await self.server.start_server()
-        self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.admin_key}"})
         for provider in ("fake", "fakepost", "fakediscovery", "fakeshop"):
             await self.api(
                 "PUT",
@@ -162,6 +170,43 @@ class BrokerHarness:
                 expect=200,
             )
         return self
+
+    async def _bootstrap_workspace(self) -> None:
+        """What `python -m service admin create-workspace` does: a workspace, its owner, their key."""
+        if self._given_admin_key is not None:
+            self.admin_key = self._given_admin_key
+            return
+        client = open_mongo(self.settings)
+        try:
+            self.tenancy = TenancyStore(client[self.settings.mongo_db])
+            self.workspace, self.owner = await self.tenancy.create_workspace("test workspace", "owner")
+            _, self.admin_key = await self.tenancy.issue_key(self.owner, frozenset(SCOPES), name="bootstrap")
+        finally:
+            await client.close()
+
+    async def tenancy_of_new_workspace(self) -> tuple[str, str]:
+        """Another workspace on the same broker: (its id, its owner's all-scopes key)."""
+        client = open_mongo(self.settings)
+        try:
+            tenancy = TenancyStore(client[self.settings.mongo_db])
+            workspace, owner = await tenancy.create_workspace("other workspace", "other owner")
+            _, key = await tenancy.issue_key(owner, frozenset(SCOPES))
+        finally:
+            await client.close()
+        return workspace.id, key
+
+    async def member_key(
+        self, role: str = "member", scopes: frozenset[str] = frozenset(SCOPES) - {"admin"}
+    ) -> tuple[str, str]:
+        """A new member of the workspace and an API key of theirs: (member id, key)."""
+        client = open_mongo(self.settings)
+        try:
+            tenancy = TenancyStore(client[self.settings.mongo_db])
+            member = await tenancy.add_member(self.workspace.id, f"{role}-{secrets.token_hex(2)}", role)
+            _, key = await tenancy.issue_key(member, scopes)
+        finally:
+            await client.close()
+        return member.id, key
 
     async def stop(self) -> None:
         if self.http is not None:
@@ -227,11 +272,13 @@ class BrokerHarness:
     # ------------------------------------------------------------ helpers for tests that need more control
 
     async def call(
-        self, method: str, path_or_url: str, *, api_key: str | None = ADMIN_KEY, **kwargs: Any
+        self, method: str, path_or_url: str, *, api_key: str | None = ADMIN, **kwargs: Any
     ) -> Reply:
         """One request without following redirects, with the admin key (or another one, or none when
         api_key is None); `path_or_url` is a path on the broker or an absolute URL."""
         headers = dict(kwargs.pop("headers", None) or {})
+        if api_key == ADMIN:
+            api_key = self.admin_key
         if api_key is not None:
             headers.setdefault("Authorization", f"Bearer {api_key}")
         url = path_or_url if path_or_url.startswith("http") else self.url + path_or_url
