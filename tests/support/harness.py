@@ -175,14 +175,28 @@ class BrokerHarness:
         """What `python -m service admin create-workspace` does: a workspace, its owner, their key."""
         if self._given_admin_key is not None:
             self.admin_key = self._given_admin_key
+            self._client = open_mongo(self.settings)
+            self.tenancy = TenancyStore(self._client[self.settings.mongo_db])
             return
+        self._client = open_mongo(self.settings)  # the test's own client, closed in stop()
+        self.tenancy = TenancyStore(self._client[self.settings.mongo_db])
+        self.workspace, self.owner = await self.tenancy.create_workspace("test workspace", "owner")
+        _, self.admin_key = await self.tenancy.issue_key(self.owner, frozenset(SCOPES), name="bootstrap")
+
+    async def tenancy_member(self, member_id: str) -> Any:
+        member = await self.tenancy.member(self.workspace.id, member_id)
+        assert member is not None
+        return member
+
+    async def raw_document(self, collection: str, document_id: str) -> dict[str, Any]:
+        """A document as stored, read with a client of the test's own."""
         client = open_mongo(self.settings)
         try:
-            self.tenancy = TenancyStore(client[self.settings.mongo_db])
-            self.workspace, self.owner = await self.tenancy.create_workspace("test workspace", "owner")
-            _, self.admin_key = await self.tenancy.issue_key(self.owner, frozenset(SCOPES), name="bootstrap")
+            doc = await client[self.settings.mongo_db][collection].find_one({"_id": document_id})
         finally:
             await client.close()
+        assert doc is not None
+        return dict(doc)
 
     async def tenancy_of_new_workspace(self) -> tuple[str, str]:
         """Another workspace on the same broker: (its id, its owner's all-scopes key)."""
@@ -214,6 +228,8 @@ class BrokerHarness:
         if self.server is not None:
             await self.server.close()
         await self.fake.stop()
+        if getattr(self, "_client", None) is not None:
+            await self._client.close()
         if not self._owns_database:
             return
         client = open_mongo(self.settings)
