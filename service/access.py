@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from service.http.errors import ApiError
+from service.logs import no_store_var
 from service.store.tenancy import TenancyStore
 
 CACHE_SECONDS = 5.0  # a revoked key stops working here at once, on other instances within this time
@@ -191,6 +192,8 @@ async def authenticate(request: web.Request, scope: str | None = None) -> Princi
     if principal is None:
         raise ApiError(401, "unauthorized", "the API key is not valid, has expired or was revoked")
     request[PRINCIPAL] = principal
+    if principal.no_store_default:
+        no_store_var.set(True)
     if scope is not None:
         require_scope(principal, scope)
     return principal

@@ -10,6 +10,9 @@ import time
 from typing import Any
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+# Set for a request sent with `X-No-Store: 1` (or in a workspace that makes it the default): its log lines
+# carry route templates only, never a raw path, header or body.
+no_store_var: contextvars.ContextVar[bool] = contextvars.ContextVar("no_store", default=False)
 
 # LogRecord attributes that are not "extra" fields given by the caller.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -27,6 +30,8 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id is not None:
             entry["request_id"] = request_id
+        if no_store_var.get():
+            entry["no_store"] = True
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from service.app import create_app
 from service.config import Settings
+from tests.support import canary
 from tests.support.harness import BrokerHarness
 
 
@@ -70,3 +71,23 @@ TEST_KEYS = (
     "k2:" + "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=",  # 32 x 'B'
     "k1:" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=",  # 32 x 'A'
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    canary.install()
+    for key in TEST_KEYS:
+        canary.register(key.split(":", 1)[1])
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No API key, token or secret may appear in any log line of the whole run."""
+    found = canary.leaks()
+    if found:
+        print(f"\nLOG CANARY: {len(found)} log line(s) contain a secret:")
+        for secret, line in found[:20]:
+            print(f"  [{secret}] {line}")
+        session.exitstatus = 1
+    else:
+        print(
+            f"\nlog canary: {len(canary.LINES)} lines checked against {len(canary.SECRETS)} secrets, none leaked"
+        )

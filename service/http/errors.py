@@ -9,6 +9,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from service.logs import no_store_var
+
 log = logging.getLogger("broker.http")
 
 
@@ -52,7 +54,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             error_body(_code_for_status(exc.status), message), status=exc.status, headers=headers
         )
     except Exception:
-        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        resource = request.match_info.route.resource
+        path = (resource.canonical if resource else "unmatched") if no_store_var.get() else request.path
+        log.exception("unhandled error", extra={"method": request.method, "path": path})
         return web.json_response(
             error_body("internal_error", "the broker failed to handle this request"), status=500
         )

@@ -10,7 +10,7 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from service.logs import request_id_var
+from service.logs import no_store_var, request_id_var
 from service.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 
 log = logging.getLogger("broker.http")
@@ -30,6 +30,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
     token = request_id_var.set(request_id)
+    no_store = no_store_var.set(request.headers.get("X-No-Store", "").strip() == "1")
     started = time.perf_counter()
     status = 500
     try:
@@ -46,15 +47,17 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         route = route_template(request)
         HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
         HTTP_REQUEST_DURATION.labels(request.method, route).observe(elapsed)
-        # The query string is never logged: connect tokens and OAuth codes travel there.
+        # The query string is never logged: connect tokens and OAuth codes travel there. Under
+        # no-store not even the path is (proxy paths and user ids can carry data).
         log.info(
             "request",
             extra={
                 "method": request.method,
-                "path": request.path,
+                "path": route if no_store_var.get() else request.path,
                 "route": route,
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 2),
             },
         )
         request_id_var.reset(token)
+        no_store_var.reset(no_store)

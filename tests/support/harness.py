@@ -21,6 +21,7 @@ from service.app import create_app
 from service.config import Settings
 from service.connections import open_mongo
 from service.store.tenancy import SCOPES, TenancyStore
+from tests.support import canary
 from tests.fakes.oauth_provider import FakeOAuthProvider
 from tests.support.servers import free_port
 
@@ -182,6 +183,7 @@ class BrokerHarness:
         self.tenancy = TenancyStore(self._client[self.settings.mongo_db])
         self.workspace, self.owner = await self.tenancy.create_workspace("test workspace", "owner")
         _, self.admin_key = await self.tenancy.issue_key(self.owner, frozenset(SCOPES), name="bootstrap")
+        canary.register(self.admin_key, CLIENT_SECRET)
 
     async def tenancy_member(self, member_id: str) -> Any:
         member = await self.tenancy.member(self.workspace.id, member_id)
@@ -220,9 +222,11 @@ class BrokerHarness:
             _, key = await tenancy.issue_key(member, scopes)
         finally:
             await client.close()
+        canary.register(key)
         return member.id, key
 
     async def stop(self) -> None:
+        canary.register(*self.fake.access_tokens, *self.fake.refresh_tokens, *self.fake.codes)
         if self.http is not None:
             await self.http.close()
         if self.server is not None:
@@ -258,6 +262,7 @@ class BrokerHarness:
     async def connect_token(self, **body: Any) -> dict[str, Any]:
         payload = {"success_redirect_uri": SUCCESS_URI, "error_redirect_uri": ERROR_URI, **body}
         result: dict[str, Any] = await self.api("POST", "/v1/connect/tokens", json=payload, expect=201)
+        canary.register(result["token"])
         return result
 
     async def follow(self, url: str, *, max_hops: int = 6) -> aiohttp.ClientResponse:

@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from service.config import PREFIX, Settings
+from tests.support import canary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +30,7 @@ class WorkerProcess:
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> WorkerProcess:
+        canary.LOG_FILES.append(self._log_path)
         log = self._log_path.open("ab")
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
