@@ -27,7 +27,7 @@ class CapturingHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             LINES.append(self.format(record))
-        except Exception:  # noqa: BLE001 - a broken record must not break the test it came from
+        except Exception:
             LINES.append(record.getMessage())
 
 

@@ -21,8 +21,8 @@ from service.app import create_app
 from service.config import Settings
 from service.connections import open_mongo
 from service.store.tenancy import SCOPES, TenancyStore
-from tests.support import canary
 from tests.fakes.oauth_provider import FakeOAuthProvider
+from tests.support import canary
 from tests.support.servers import free_port
 
 ADMIN = "admin"  # `api_key=ADMIN`: the workspace owner's key made at start-up
