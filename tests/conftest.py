@@ -88,6 +88,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             print(f"  [{secret}] {line}")
         session.exitstatus = 1
     else:
-        print(
-            f"\nlog canary: {len(canary.LINES)} lines checked against {len(canary.SECRETS)} secrets, none leaked"
-        )
+        checked = f"{len(canary.LINES)} lines checked against {len(canary.SECRETS)} secrets"
+        print(f"\nlog canary: {checked}, none leaked")
