@@ -234,7 +234,10 @@ async def _redirect_to_provider(
 @routes.post("/connect/{provider}")
 async def submit_key_form(request: web.Request) -> web.StreamResponse:
     parts: Components = request.app[COMPONENTS]
-    form = await request.post()
+    try:
+        form = await request.post()
+    except ValueError:  # a malformed multipart or form body (missing boundary, bad encoding)
+        return pages.error_page("invalid_form", "The form could not be read. Go back and submit it again.")
     secret = str(form.get("token", ""))
     token = await parts.sessions.peek_connect_token(secret) if secret else None
     provider = parts.catalog.get(request.match_info["provider"])
