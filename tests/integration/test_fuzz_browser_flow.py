@@ -41,7 +41,7 @@ NASTY = [
     "ctok_" + "x" * 43,
     "\r\nSet-Cookie: a=b",
     "\t\n\x0b\x0c",
-    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "\U0001d518\U0001d52b\U0001d526",
 ]
 FIELDS = ["state", "code", "iss", "error", "error_description", "token", "shop"]
 
