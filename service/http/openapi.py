@@ -101,6 +101,34 @@ _HTML = {
 }
 
 
+_PROXY_PATH = {
+    "name": "path",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "Path below the provider's API base URL; the caller's query string is passed on as is. "
+    "A path with .. or . segments, //, a backslash, an @, a scheme, whitespace or control characters "
+    "(as sent or percent-decoded) is a 400 invalid_proxy_path.",
+}
+_PROXIED = {
+    "default": {
+        "description": "The provider's answer (status, headers and body) as is, redirects included, without "
+        "hop-by-hop headers and Set-Cookie; or a broker error as JSON: 400 invalid_proxy_path, "
+        "invalid_credentials or invalid_connection_settings, 401, 403, 404, 409, 413 request_too_large, "
+        "502 upstream_unavailable, 504 upstream_timeout."
+    }
+}
+PROXY_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def _proxy(summary: str, path_parameter: dict[str, Any]) -> dict[str, Any]:
+    """One proxy path: every method goes to the provider unchanged (bodies up to 8 MiB)."""
+    item: dict[str, Any] = {"parameters": [path_parameter, _PROXY_PATH]}
+    for method in PROXY_METHODS:
+        item[method] = {"summary": summary, "responses": _PROXIED}
+    return item
+
+
 @cache
 def document() -> dict[str, Any]:
     paths: dict[str, Any] = {
@@ -175,6 +203,17 @@ def document() -> dict[str, Any]:
             "parameters": [_ID],
             "get": _op("Which members and keys used the credential, how often, when last"),
         },
+        "/v1/proxy/{account_id}/{path}": _proxy(
+            "Call the provider's API with this account's credential (needs credentials:read; a 401 is "
+            "retried once after a refresh)",
+            _ID,
+        ),
+        "/v1/proxy/external/{provider}/{path}": _proxy(
+            "Call the provider's API with a credential given in this request only (headers "
+            "X-Broker-Credential-<field>, e.g. X-Broker-Credential-api_key or "
+            "X-Broker-Credential-oauth_access_token, and X-Broker-Setting-<name>); nothing is stored",
+            _PROVIDER,
+        ),
         "/v1/users/{external_user_id}": {
             "parameters": [
                 {"name": "external_user_id", "in": "path", "required": True, "schema": {"type": "string"}}

@@ -30,9 +30,11 @@ from typing import Any, Final, Literal, NoReturn
 from urllib.parse import parse_qsl, unquote_plus, urlencode
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 __all__ = [
     "AccessTokenInfo",
+    "ApiCall",
     "AuthorizationCode",
     "ClientAuthMode",
     "FakeOAuthProvider",
@@ -83,6 +85,17 @@ class TokenCall:
     client_auth_used: str | None  # client_secret_basic, client_secret_post or None
     params: dict[str, str] = field(default_factory=dict)  # the decoded request body
     content_type: str = ""
+
+
+@dataclass
+class ApiCall:
+    """One request seen by the protected APIs (/api/..., /keyed/...), as it arrived."""
+
+    method: str
+    path: str  # raw, still percent-encoded
+    query: str  # raw query string
+    headers: CIMultiDict[str]
+    body: bytes
 
 
 @dataclass
@@ -337,6 +350,9 @@ class FakeOAuthProvider:
         self.reuse_detected = 0
         self.revoked_tokens: set[str] = set()
         self.last_authorize_params: dict[str, str] = {}
+        self.api_calls: list[ApiCall] = []
+        # where /keyed/redirect sends its caller (a 302); None: that endpoint answers 404
+        self.redirect_target: str | None = None
 
         # Server state.
         self.access_tokens: dict[str, AccessTokenInfo] = {}
@@ -386,7 +402,7 @@ class FakeOAuthProvider:
         self._runner = None
 
     def _build_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=16 * 1024 * 1024)  # the proxy tests send up to 8 MiB
         app.router.add_get("/", self._handle_index)
         app.router.add_get("/authorize", self._handle_authorize)
         app.router.add_post("/authorize/decision", self._handle_decision)
@@ -396,6 +412,12 @@ class FakeOAuthProvider:
         app.router.add_get("/.well-known/openid-configuration", self._handle_metadata)
         app.router.add_get("/api/me", self._handle_api_me)
         app.router.add_get("/keyed/me", self._handle_keyed_me)
+        app.router.add_route("*", "/api/echo", self._handle_api_echo)
+        app.router.add_route("*", "/keyed/echo", self._handle_keyed_echo)
+        app.router.add_route("*", r"/keyed/echo/{tail:[\s\S]*}", self._handle_keyed_echo)
+        app.router.add_get("/keyed/big", self._handle_keyed_big)
+        app.router.add_get("/keyed/redirect", self._handle_keyed_redirect)
+        app.router.add_get("/keyed/slow", self._handle_keyed_slow)
         return app
 
     # ------------------------------------------------------------ test controls
@@ -791,21 +813,103 @@ class FakeOAuthProvider:
         }
         return web.json_response(document)
 
-    async def _handle_api_me(self, request: web.Request) -> web.Response:
+    @property
+    def last_api_call(self) -> ApiCall:
+        if not self.api_calls:
+            raise AssertionError("no API request has arrived")
+        return self.api_calls[-1]
+
+    async def _record_api_call(self, request: web.Request) -> ApiCall:
+        path, _, query = request.raw_path.partition("?")
+        call = ApiCall(request.method, path, query, CIMultiDict(request.headers), await request.read())
+        self.api_calls.append(call)
+        return call
+
+    def _bearer_problem(self, request: web.Request) -> web.Response | None:
         token = _bearer(request)
         if token is None or not self.is_access_token_valid(token):
             body = {"error": "invalid_token", "error_description": "missing, expired or revoked access token"}
             return web.json_response(
                 body, status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
             )
-        scopes = self.access_tokens[token].scopes
-        return web.json_response({"id": "user-1", "name": "Demo User", "scopes": scopes})
+        return None
 
-    async def _handle_keyed_me(self, request: web.Request) -> web.Response:
+    def _key_problem(self, request: web.Request) -> web.Response | None:
         key = _presented_api_key(request)
         if key is None or key not in self.valid_api_keys:
             return web.json_response({"error": "invalid_api_key"}, status=401)
-        return web.json_response({"id": "key-user", "name": "Key User"})
+        return None
+
+    async def _handle_api_me(self, request: web.Request) -> web.Response:
+        await self._record_api_call(request)
+        problem = self._bearer_problem(request)
+        if problem is not None:
+            return problem
+        scopes = self.access_tokens[_bearer(request) or ""].scopes
+        return web.json_response({"id": "user-1", "name": "Demo User", "scopes": scopes})
+
+    async def _handle_keyed_me(self, request: web.Request) -> web.Response:
+        await self._record_api_call(request)
+        return self._key_problem(request) or web.json_response({"id": "key-user", "name": "Key User"})
+
+    @staticmethod
+    def _echo(call: ApiCall) -> web.Response:
+        """What arrived, plus headers a proxy must not pass on (hop-by-hop ones, a cookie)."""
+        body = {
+            "method": call.method,
+            "path": call.path,
+            "query": call.query,
+            "content_type": call.headers.get("Content-Type"),
+            "body": call.body.decode("utf-8", "replace"),
+        }
+        response = web.json_response(body, status=201 if call.method == "POST" else 200)
+        response.headers.add("Set-Cookie", "fake_session=s3cr3t; Path=/; HttpOnly")
+        response.headers["Connection"] = "keep-alive, X-Hop-Named"
+        response.headers["X-Hop-Named"] = "only for the next hop"
+        response.headers["Keep-Alive"] = "timeout=5"
+        response.headers["Proxy-Authenticate"] = 'Basic realm="fake-proxy"'
+        response.headers["X-Fake-Kept"] = "yes"
+        return response
+
+    async def _handle_api_echo(self, request: web.Request) -> web.Response:
+        call = await self._record_api_call(request)
+        return self._bearer_problem(request) or self._echo(call)
+
+    async def _handle_keyed_echo(self, request: web.Request) -> web.Response:
+        call = await self._record_api_call(request)
+        return self._key_problem(request) or self._echo(call)
+
+    async def _handle_keyed_big(self, request: web.Request) -> web.StreamResponse:
+        """`size` bytes (default 3 MB) of a known pattern in uneven chunks, without Content-Length."""
+        await self._record_api_call(request)
+        problem = self._key_problem(request)
+        if problem is not None:
+            return problem
+        size = min(int(request.query.get("size", str(3 * 1024 * 1024))), 64 * 1024 * 1024)
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+        sent = 0
+        while sent < size:
+            chunk = big_body_slice(sent, min(size, sent + 50_000 + sent % 7919))
+            await response.write(chunk)
+            sent += len(chunk)
+        await response.write_eof()
+        return response
+
+    async def _handle_keyed_slow(self, request: web.Request) -> web.Response:
+        """Answers only after timeout_delay seconds (or at shutdown), like an API that hangs."""
+        await self._record_api_call(request)
+        await self._sleep_unless_stopping(self.timeout_delay)
+        return self._key_problem(request) or web.json_response({"slow": True})
+
+    async def _handle_keyed_redirect(self, request: web.Request) -> web.Response:
+        await self._record_api_call(request)
+        problem = self._key_problem(request)
+        if problem is not None:
+            return problem
+        if self.redirect_target is None:
+            return web.json_response({"error": "not_found"}, status=404)
+        return web.Response(status=302, headers={"Location": self.redirect_target})
 
     async def _handle_index(self, request: web.Request) -> web.Response:
         body = (
@@ -820,6 +924,14 @@ class FakeOAuthProvider:
 
 
 # ------------------------------------------------------------------ module helpers
+
+
+def big_body_slice(start: int, end: int) -> bytes:
+    """Bytes start..end of the endless pattern /keyed/big serves: numbered 16-byte lines, so a lost,
+    repeated or reordered chunk shows."""
+    first, last = start // 16, (end + 15) // 16
+    blob = b"".join(b"%015d\n" % k for k in range(first, last))
+    return blob[start - first * 16 : end - first * 16]
 
 
 def _json_pairs(raw: bytes) -> list[tuple[str, str]]:
@@ -878,6 +990,9 @@ def _presented_api_key(request: web.Request) -> str | None:
     header_key = request.headers.get("X-Api-Key")
     if header_key:
         return header_key
+    query_key = request.query.get("api_key")
+    if query_key:
+        return query_key
     authorization = request.headers.get("Authorization", "")
     basic = _parse_basic(authorization) if authorization else None
     if basic is not None:

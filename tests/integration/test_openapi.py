@@ -14,7 +14,9 @@ def _served(app: web.Application) -> set[tuple[str, str]]:
     for route in app.router.routes():
         if route.method == "HEAD" or route.resource is None:
             continue
-        served.add((route.method.lower(), route.resource.canonical))
+        # a route for any method (`*`, the proxy) is documented as the five methods an API uses
+        methods = METHODS if route.method == "*" else {route.method.lower()}
+        served |= {(method, route.resource.canonical) for method in methods}
     return served
 
 

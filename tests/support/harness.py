@@ -113,6 +113,36 @@ api:
   auth: {{style: header, header: X-Api-Key, field: api_key}}
   test_request: {{method: GET, path: /me, expected_status: 200}}
 """,
+        "fakebasic.yaml": f"""
+name: fakebasic
+display_name: Fake HTTP Basic API
+auth_type: basic
+credential_fields:
+  - name: api_key
+    label: API key
+    secret: false
+    pattern: "^key-[a-z0-9]+$"
+  - name: secret
+    label: Secret
+    secret: true
+api:
+  base_url: {fake_url}/keyed
+  auth: {{style: basic, username_field: api_key, password_field: secret}}
+  headers: {{X-Fake-Version: "2024-01"}}
+""",
+        "fakequery.yaml": f"""
+name: fakequery
+display_name: Fake query-parameter API
+auth_type: api_key
+credential_fields:
+  - name: api_key
+    label: API key
+    secret: true
+    pattern: "^key-[a-z0-9]+$"
+api:
+  base_url: {fake_url}/keyed
+  auth: {{style: query, param: api_key, field: api_key}}
+""",
     }
 
 
@@ -184,6 +214,13 @@ class BrokerHarness:
         self.workspace, self.owner = await self.tenancy.create_workspace("test workspace", "owner")
         _, self.admin_key = await self.tenancy.issue_key(self.owner, frozenset(SCOPES), name="bootstrap")
         canary.register(self.admin_key, CLIENT_SECRET)
+
+    async def raw_count(self, collection: str, query: dict[str, Any]) -> int:
+        client = open_mongo(self.settings)
+        try:
+            return await client[self.settings.mongo_db][collection].count_documents(query)
+        finally:
+            await client.close()
 
     async def tenancy_member(self, member_id: str) -> Any:
         member = await self.tenancy.member(self.workspace.id, member_id)
