@@ -73,6 +73,9 @@ class Settings:
     dependency_timeout: float = _setting(
         2.0, _positive_float, "Seconds each readiness ping and server operation may take."
     )
+    request_timeout: float = _setting(
+        10.0, _positive_float, "Most seconds the broker spends on one API request before answering 503."
+    )
     http_client_timeout: float = _setting(
         10.0, _positive_float, "Total seconds for one outgoing HTTP request (token endpoints, APIs)."
     )

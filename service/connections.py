@@ -43,7 +43,7 @@ def open_mongo(settings: Settings) -> AsyncMongoClient[dict[str, object]]:
         settings.mongo_url,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
-        timeoutMS=timeout_ms * 5,  # client-side operation timeout for every command
+        timeoutMS=timeout_ms * 2,  # client-side timeout for every operation, retries included
         appname="oauth-broker",
         tz_aware=True,
     )

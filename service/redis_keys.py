@@ -28,3 +28,7 @@ def account_lock(account_id: str) -> str:
 
 def singleton_lock(name: str) -> str:
     return f"{PREFIX}lock:singleton:{name}"
+
+
+def pending_credential(account_id: str) -> str:
+    return f"{PREFIX}pending-credential:{account_id}"

@@ -26,7 +26,7 @@ from service.http.connect import (
     key_field_problem,
     oauth_credential_values,
 )
-from service.http.errors import ApiError
+from service.http.errors import DEPENDENCY_ERRORS, ApiError
 from service.http.validation import json_body, query_flag
 from service.ids import is_id
 from service.oauth.protocol import ClientCredentials
@@ -198,7 +198,12 @@ async def get_account(request: web.Request) -> web.Response:
     parts: Components = request.app[COMPONENTS]
     account = await load_account(request, principal, Operation.USE_CREDENTIALS if include else Operation.VIEW)
     if include:
-        account = await parts.refresher.ensure_fresh(account)
+        try:
+            account = await parts.refresher.ensure_fresh(account)
+        except DEPENDENCY_ERRORS:
+            # the refresh could not run (Redis or MongoDB down): a token that is still valid still serves
+            if account.expires_at is None or account.expires_at <= dt.datetime.now(dt.UTC):
+                raise
         if account.expires_at is not None and account.expires_at <= dt.datetime.now(dt.UTC):
             # never hand out a token known to be expired
             if account.status == "reauthorization_required":

@@ -6,6 +6,7 @@ function and applied in one place."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -13,6 +14,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
+import pymongo.errors
 import redis.asyncio as redis
 
 from service import redis_keys
@@ -24,6 +26,7 @@ from service.oauth.protocol import ClientCredentials
 from service.oauth.token_client import TokenClient, TokenEndpointError
 from service.providers import Provider, ProviderCatalog
 from service.refresh.locks import OwnedLock
+from service.refresh.pending import PendingCredentials
 from service.refresh.policy import backoff_seconds, due_time, needs_refresh
 from service.refresh.schedule import RefreshSchedule
 from service.store.accounts import Account, AccountStore, Credentials
@@ -79,6 +82,7 @@ class Refresher:
         self._discovery = discovery
         self.schedule = schedule
         self._in_flight: dict[str, asyncio.Task[RefreshResult]] = {}
+        self.pending = PendingCredentials(redis_client, accounts.keyring)
 
     # ------------------------------------------------------------ scheduling
 
@@ -95,18 +99,21 @@ class Refresher:
         return dataclasses.replace(creds, refresh_at=due)
 
     def refreshable(self, account: Account) -> bool:
+        """An OAuth account in good standing: it may be refreshed on demand (a read inside the margin, a
+        401 through the proxy), also when its token has no known expiry. Whether it has a refresh token
+        is known only after decryption, under the lock."""
         provider = self._catalog.get(account.provider)
         return (
             provider is not None
             and provider.oauth2 is not None
             and account.status in ("active", "refreshing_failed")
-            and account.next_refresh_at is not None
             and bool(account.credentials_blob)
         )
 
     async def plan(self, account: Account) -> None:
-        """Puts the account on the schedule at its next_refresh_at, or takes it off. Called after every
-        write; a Redis failure here is repaired by the reconciler."""
+        """Puts the account on the schedule at its next_refresh_at (expiring tokens with a refresh token
+        only), or takes it off. Called after every write; a Redis failure here is repaired by the
+        reconciler."""
         try:
             if self.refreshable(account) and account.next_refresh_at is not None:
                 await self.schedule.schedule(account.id, account.next_refresh_at.timestamp())
@@ -128,9 +135,15 @@ class Refresher:
             return account
         if not self.refreshable(account):
             return account
-        deadline = time.monotonic() + self.settings.refresh_lock_seconds
+        # Wait for another process's refresh only briefly: a read must answer within its own time (a still
+        # valid token is served as it is; an expired one is never served).
+        deadline = time.monotonic() + 2 * self.settings.dependency_timeout
         while True:
-            result = await self.refresh_shared(account.id, account.version)
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    result = await self.refresh_shared(account.id, account.version)
+            except TimeoutError:
+                break  # the refresh goes on in the background; this read answers now
             if result.outcome != Outcome.LOCKED or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)
@@ -164,15 +177,18 @@ class Refresher:
                 await self.schedule.unschedule(account_id)
                 return RefreshResult(Outcome.GONE)
             provider_name = account.provider
-            result = await self._refresh_locked(account, seen_version=seen_version)
+            result = await self._refresh_locked(account, seen_version=seen_version, lock=lock)
             REFRESH_ATTEMPTS.labels(provider_name, result.outcome.value).inc()
             return result
         finally:
             REFRESH_DURATION.labels(provider_name).observe(time.perf_counter() - started)
             # bookkeeping that must happen even if the caller is cancelled (shutdown)
-            await asyncio.shield(lock.release())
+            with contextlib.suppress(redis.RedisError, OSError):  # Redis down: the lock expires by itself
+                await asyncio.shield(lock.release())
 
-    async def _refresh_locked(self, account: Account, *, seen_version: int | None) -> RefreshResult:
+    async def _refresh_locked(
+        self, account: Account, *, seen_version: int | None, lock: OwnedLock
+    ) -> RefreshResult:
         provider = self._catalog.get(account.provider)
         now = dt.datetime.now(dt.UTC)
         if provider is None or provider.oauth2 is None or not self.refreshable(account):
@@ -181,13 +197,15 @@ class Refresher:
         if seen_version is not None:
             already = account.version != seen_version
         else:
-            ahead = account.next_refresh_at is not None and account.next_refresh_at > now + dt.timedelta(
-                seconds=1
-            )
-            already = ahead
+            # a claim is stale when the account's next refresh lies ahead, or when none is planned at all
+            soon = now + dt.timedelta(seconds=1)
+            already = account.next_refresh_at is None or account.next_refresh_at > soon
         if already:
             await self.plan(account)  # a refresh already happened: just make sure the next one is planned
             return RefreshResult(Outcome.ALREADY_FRESH, account)
+        recovered = await self._recover_pending(account)
+        if recovered is not None:
+            return recovered
         values = self.accounts.decrypt(account)
         refresh_token = values.get("oauth_refresh_token")
         if not refresh_token:
@@ -226,7 +244,15 @@ class Refresher:
             ),
             provider,
         )
-        updated = await self.accounts.replace_credentials(account, creds, kind=events.ROTATED, refreshed=True)
+        try:
+            await self.pending.put(account.id, account.version, creds)
+        except (redis.RedisError, OSError):
+            log.warning("could not stash the rotated credential", extra={"account_id": account.id})
+        updated = await self._write_rotated(account, creds, lock)
+        if updated is None:
+            updated = await self._landed_anyway(account, creds)
+        with contextlib.suppress(redis.RedisError, OSError):
+            await self.pending.drop(account.id)
         if updated is None:
             # Only a reconnect or import can write while we hold the lock; theirs is the newer grant.
             log.warning(
@@ -242,6 +268,66 @@ class Refresher:
             extra={"account_id": account.id, "provider": provider.name, "version": updated.version},
         )
         return RefreshResult(Outcome.REFRESHED, updated)
+
+    async def _landed_anyway(self, account: Account, creds: Credentials) -> Account | None:
+        """A write whose reply was lost (a client timeout) may have landed: then the retry's compare-and-
+        swap misses, and the account holds exactly our new refresh token one version later."""
+        current = await self.accounts.get_by_id(account.id)
+        if current is None or current.version != account.version + 1:
+            return None
+        ours = creds.values.get("oauth_refresh_token")
+        return current if ours and self.accounts.decrypt(current).get("oauth_refresh_token") == ours else None
+
+    async def _recover_pending(self, account: Account) -> RefreshResult | None:
+        """A rotated credential stashed by a refresh that died before its MongoDB write: store it now
+        (it is the only live grant), without calling the provider."""
+        stashed = await self.pending.get(account.id)
+        if stashed is None:
+            return None
+        base_version, creds = stashed
+        if base_version != account.version:
+            await self.pending.drop(account.id)
+            return None  # stale: the write did land, or a reconnect replaced the grant since
+        # the stash is dropped only once the write has landed: a failure here keeps it for the next try
+        updated = await self.accounts.replace_credentials(account, creds, kind=events.ROTATED, refreshed=True)
+        await self.pending.drop(account.id)
+        if updated is None:
+            return RefreshResult(Outcome.ALREADY_FRESH, await self.accounts.get_by_id(account.id))
+        await self.plan(updated)
+        log.warning(
+            "stored a rotated credential left by an interrupted refresh", extra={"account_id": account.id}
+        )
+        return RefreshResult(Outcome.REFRESHED, updated)
+
+    async def _write_rotated(self, account: Account, creds: Credentials, lock: OwnedLock) -> Account | None:
+        """The provider has rotated the grant: its new refresh token exists only in memory now. Losing it
+        would force a reconnect (the old one is dead, and presenting it again trips reuse detection), so
+        a write that fails because MongoDB is unreachable is retried while this process holds the lock."""
+        deadline = time.monotonic() + self.settings.refresh_lock_seconds * 0.8
+        delay = 0.2
+        while True:
+            try:
+                return await self.accounts.replace_credentials(
+                    account, creds, kind=events.ROTATED, refreshed=True
+                )
+            except (pymongo.errors.ConnectionFailure, pymongo.errors.ExecutionTimeout) as exc:
+                if time.monotonic() + delay > deadline or not await self._extend(lock):
+                    log.error(
+                        "rotated credential could not be stored",
+                        extra={"account_id": account.id, "error": type(exc).__name__},
+                    )
+                    raise
+                log.warning(
+                    "storing the rotated credential failed; retrying", extra={"account_id": account.id}
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _extend(self, lock: OwnedLock) -> bool:
+        try:
+            return await lock.extend()
+        except (redis.RedisError, OSError):
+            return True  # Redis is down too: nobody else can take the lock meanwhile either
 
     async def _apply_failure(self, account: Account, error: TokenEndpointError) -> RefreshResult:
         now = dt.datetime.now(dt.UTC)

@@ -11,6 +11,7 @@ import time
 
 from service.config import Settings
 from service.metrics import SCHEDULE_LEASED, SCHEDULE_OVERDUE, SCHEDULE_SIZE, SCHEDULING_LAG
+from service.refresh.policy import backoff_seconds
 from service.refresh.refresher import Outcome, Refresher
 from service.refresh.schedule import Claim, RefreshSchedule
 
@@ -27,6 +28,7 @@ class RefreshWorker:
         self._refresher = refresher
         self._in_flight: dict[asyncio.Task[None], Claim] = {}
         self._last_gauges = 0.0
+        self._crashes: dict[str, int] = {}  # consecutive failed attempts by exception, for backoff
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("refresh worker started", extra={"concurrency": self._settings.refresh_concurrency})
@@ -70,16 +72,25 @@ class RefreshWorker:
     async def _handle(self, claim: Claim) -> None:
         try:
             result = await self._refresher.refresh(claim.account_id)
+            self._crashes.pop(claim.account_id, None)
             if result.outcome == Outcome.LOCKED:
                 # a credential read is refreshing it right now; look again shortly
                 await self._schedule.schedule(claim.account_id, time.time() + LOCKED_RETRY_SECONDS)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("refresh crashed", extra={"account_id": claim.account_id})
-            await self._schedule.schedule(
-                claim.account_id, time.time() + self._settings.refresh_retry_base * 5
+        except Exception as exc:
+            # a dependency failed mid-refresh (or a bug): try again later; the lease is the backstop
+            log.warning("refresh failed", extra={"account_id": claim.account_id, "error": type(exc).__name__})
+            attempt = self._crashes[claim.account_id] = self._crashes.get(claim.account_id, 0) + 1
+            if len(self._crashes) > 100_000:
+                self._crashes.clear()
+            delay = backoff_seconds(
+                attempt, base=self._settings.refresh_retry_base * 2, cap=self._settings.refresh_retry_max
             )
+            try:
+                await self._schedule.schedule(claim.account_id, time.time() + delay)
+            except Exception:  # Redis is down as well: the lease expires and the claim comes back
+                log.warning("could not reschedule", extra={"account_id": claim.account_id})
 
     async def _drain(self) -> None:
         if not self._in_flight:

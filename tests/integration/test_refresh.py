@@ -131,14 +131,14 @@ async def test_a_worker_killed_mid_refresh_loses_nothing_and_does_nothing_twice(
         account_id = landed["account_id"][0]
         broker.fake.fail_next_token(TokenFailure.TIMEOUT)  # the provider hangs on the next refresh
         first = await WorkerProcess(fast(broker.settings, run_worker=True), tmp_path / "first.log").start()
-        for _ in range(100):
+        for _ in range(600):
             if broker.fake.refresh_calls:
                 break
             await asyncio.sleep(0.05)
         assert broker.fake.refresh_calls, "the worker never started the refresh"
         first.kill()  # mid-refresh: waiting for the token endpoint, holding the lease and the lock
         second = await WorkerProcess(fast(broker.settings, run_worker=True), tmp_path / "second.log").start()
-        for _ in range(200):
+        for _ in range(600):  # a new process on a busy machine takes a while to start
             if any(c.outcome == "ok" for c in broker.fake.refresh_calls):
                 break
             await asyncio.sleep(0.05)
@@ -253,3 +253,56 @@ async def test_server_errors_are_retried_with_backoff_and_the_account_stays_acti
     body = await refreshing.api("GET", f"/v1/accounts/{account_id}", expect=200)
     assert body["data"]["status"] == "active"
     assert body["data"]["last_error"] is None
+
+
+async def test_a_rotated_credential_stashed_by_a_refresh_that_died_is_stored_without_calling_the_provider(
+    settings: Settings, tmp_path: Path
+) -> None:
+    import aiohttp
+
+    from service.store.accounts import Credentials
+
+    broker = BrokerHarness(fast(settings, run_worker=False), tmp_path, access_token_ttl=600)
+    await broker.start()
+    try:
+        account_id = (await broker.connect("fake"))["account_id"][0]
+        parts = broker.app[COMPONENTS]
+        account = await parts.accounts.get_by_id(account_id)
+        assert account is not None
+        old_refresh = parts.accounts.decrypt(account)["oauth_refresh_token"]
+        # A refresh that died after the provider rotated the grant: the new tokens exist only in the stash.
+        async with aiohttp.ClientSession() as http:
+            response = await http.post(
+                f"{broker.fake.base_url}/token",
+                data={"grant_type": "refresh_token", "refresh_token": old_refresh},
+                auth=aiohttp.BasicAuth("broker-client", "broker secret/with:reserved&chars"),
+            )
+            rotated = await response.json()
+        assert response.status == 200
+        stashed = parts.refresher.planned(
+            Credentials(
+                values={
+                    "oauth_access_token": rotated["access_token"],
+                    "oauth_token_type": "Bearer",
+                    "oauth_refresh_token": rotated["refresh_token"],
+                }
+            ),
+            parts.catalog.get("fake"),
+        )
+        await parts.refresher.pending.put(account_id, account.version, stashed)
+        calls = len(broker.fake.token_calls)
+
+        result = await parts.refresher.refresh(account_id, seen_version=account.version)
+
+        assert result.outcome.value == "refreshed"
+        assert len(broker.fake.token_calls) == calls  # the provider was not asked again
+        fresh = await parts.accounts.get_by_id(account_id)
+        assert fresh is not None
+        assert parts.accounts.decrypt(fresh)["oauth_refresh_token"] == rotated["refresh_token"]
+        assert await parts.refresher.pending.get(account_id) is None
+        # and the next refresh presents the live token: no reuse detected
+        await parts.refresher.refresh(account_id, seen_version=fresh.version)
+        assert broker.fake.reuse_detected == 0
+        assert broker.fake.refresh_calls[-1].outcome == "ok"
+    finally:
+        await broker.stop()
