@@ -20,12 +20,13 @@ export BROKER_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(LOCAL_KAFKA_PORT)
 export BROKER_HTTP_HOST ?= 127.0.0.1
 export BROKER_HTTP_PORT ?= 8080
 
-.PHONY: help run demo-link test lint venv infra-up infra-down infra-status clean
+.PHONY: help run demo-link test test-faults lint venv infra-up infra-down infra-status clean
 
 help:
 	@echo "make run          start the local servers and the broker on http://$(BROKER_HTTP_HOST):$(BROKER_HTTP_PORT)"
 	@echo "make test         install what is missing, start the local servers, run every test"
 	@echo "make lint         ruff and mypy --strict"
+	@echo "make bench        credential reads, refresh throughput and schedule scale (docs/benchmarks.md)"
 	@echo "make infra-up     start Redis, FerretDB and Kafka on loopback (idempotent)"
 	@echo "make infra-down   stop exactly the servers infra-up started"
 
@@ -52,10 +53,23 @@ infra-status:
 test: venv infra-up
 	$(BIN)/python -m pytest
 
+# Kills workers and stops Redis, FerretDB and Kafka in turn under load (about 3 minutes).
+test-faults: venv infra-up
+	$(BIN)/python -m pytest tests/faults
+
 lint: venv
 	$(BIN)/ruff check service tests
 	$(BIN)/ruff format --check service tests
 	$(BIN)/mypy --strict service
+
+# Benchmarks against the same local servers (docs/benchmarks.md): tables on stdout, figures in
+# .run/bench/results.json. BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--only reads".
+# The load generator is wrk from Debian's packages when it can be installed, else a Python one.
+BENCH_ARGS ?=
+bench: venv infra-up
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+		|| echo "[bench] wrk could not be installed: using the Python load generator"
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 # The local demo: a demo OAuth provider on :8090 (with a login page), its definitions loaded from an
 # extra providers folder, local secrets in .run/dev.env, and a connect link printed once the broker is up.

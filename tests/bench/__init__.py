@@ -1,0 +1,1 @@
+"""Benchmarks against the real local servers: `make bench` (python -m tests.bench). See docs/benchmarks.md."""
