@@ -183,15 +183,17 @@ class AccountStore:
         return account
 
     async def get(self, workspace_id: str, account_id: str) -> Account | None:
-        doc = await self._collection.find_one(
-            {"_id": account_id, "workspace_id": workspace_id, **LIVE}, projection={"outbox": 0}
-        )
-        return None if doc is None else Account.from_document(doc)
+        account = await self.get_by_id(account_id)
+        return account if account is not None and account.workspace_id == workspace_id else None
 
     async def get_by_id(self, account_id: str) -> Account | None:
-        """For the refresh engine, which works across workspaces."""
-        doc = await self._collection.find_one({"_id": account_id, **LIVE}, projection={"outbox": 0})
-        return None if doc is None else Account.from_document(doc)
+        """For the refresh engine, which works across workspaces. The filter is the id alone, checked
+        for liveness here: FerretDB uses its primary key only for a bare `{_id: ...}` filter (any other
+        field makes it scan the collection); MongoDB answers both the same."""
+        doc = await self._collection.find_one({"_id": account_id}, projection={"outbox": 0})
+        if doc is None or doc.get("status") == DELETED:
+            return None
+        return Account.from_document(doc)
 
     def decrypt(self, account: Account) -> dict[str, str]:
         values = self.keyring.decrypt_json(account.credentials_blob, credentials_aad(account.id))
