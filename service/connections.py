@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 import aiohttp
 import redis.asyncio as redis
+import redis.exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from aiohttp import web
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -50,12 +53,17 @@ def open_mongo(settings: Settings) -> AsyncMongoClient[dict[str, object]]:
 
 
 def open_redis(settings: Settings) -> redis.Redis:
+    # After a Redis restart every pooled connection is stale: the first command on each fails with
+    # "connection closed". Retrying on a fresh connection makes that invisible (tried: without it, the
+    # first readiness ping after a restart reports Redis down).
     return redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.dependency_timeout,
         socket_connect_timeout=settings.dependency_timeout,
         health_check_interval=15,
         decode_responses=False,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+        retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
     )
 
 
