@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import aiohttp
 import redis.asyncio as redis
 import redis.exceptions as redis_errors
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from aiohttp import web
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from service.config import Settings
 from service.events.producer import EventProducer
