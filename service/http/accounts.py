@@ -241,10 +241,16 @@ async def delete_account(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     parts: Components = request.app[COMPONENTS]
     account = await load_account(request, principal, Operation.DELETE)
+    revocation = await revoke_and_delete(parts, account)
+    return web.json_response({"data": {"id": account.id, "deleted": True, "revocation": revocation}})
+
+
+async def revoke_and_delete(parts: Components, account: Account) -> dict[str, Any]:
+    """Revokes at the provider when it can, then deletes whatever the revocation's outcome."""
     revocation = await revoke_at_provider(parts, account)
     await parts.accounts.delete(account, revoked=revocation["status"] == "revoked")
     await parts.schedule.unschedule(account.id)
-    return web.json_response({"data": {"id": account.id, "deleted": True, "revocation": revocation}})
+    return revocation
 
 
 async def revoke_at_provider(parts: Components, account: Account) -> dict[str, Any]:
@@ -516,8 +522,5 @@ async def delete_external_user(request: web.Request) -> web.Response:
         authorize(principal, account.owner_id, account.sharing, account.id, Operation.DELETE)
     results = []
     for account in accounts:
-        revocation = await revoke_at_provider(parts, account)
-        await parts.accounts.delete(account, revoked=revocation["status"] == "revoked")
-        await parts.schedule.unschedule(account.id)
-        results.append({"id": account.id, "revocation": revocation})
+        results.append({"id": account.id, "revocation": await revoke_and_delete(parts, account)})
     return web.json_response({"data": {"external_user_id": external_user_id, "deleted": results}})

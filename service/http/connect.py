@@ -157,15 +157,17 @@ def land_error(token: ConnectToken, code: str, message: str) -> web.StreamRespon
 # ---------------------------------------------------------------- start: /connect/{provider}
 
 
+def invalid_link() -> web.Response:
+    return pages.error_page("connect_token_invalid", "This connect link is invalid, expired or already used.")
+
+
 @routes.get("/connect/{provider}")
 async def start_connect(request: web.Request) -> web.StreamResponse:
     parts: Components = request.app[COMPONENTS]
     secret = request.query.get("token", "")
     token = await parts.sessions.peek_connect_token(secret) if secret else None
     if token is None:
-        return pages.error_page(
-            "connect_token_invalid", "This connect link is invalid, expired or already used."
-        )
+        return invalid_link()
     provider = parts.catalog.get(request.match_info["provider"])
     if provider is None or (token.provider is not None and token.provider != provider.name):
         return pages.error_page("provider_mismatch", "This connect link is not for this provider.")
@@ -404,9 +406,7 @@ async def choose_provider(request: web.Request) -> web.StreamResponse:
     secret = request.query.get("token", "")
     token = await parts.sessions.peek_connect_token(secret) if secret else None
     if token is None:
-        return pages.error_page(
-            "connect_token_invalid", "This connect link is invalid, expired or already used."
-        )
+        return invalid_link()
     providers = [p for name in parts.catalog.names() if (p := parts.catalog.get(name)) is not None]
     return pages.provider_list(providers, secret)
 

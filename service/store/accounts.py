@@ -154,9 +154,16 @@ class AccountStore:
             "next_refresh_at": creds.refresh_at,
         }
 
-    async def create(self, new: NewAccount, creds: Credentials, account_id: str | None = None) -> Account:
+    def new_document(
+        self,
+        new: NewAccount,
+        creds: Credentials,
+        account_id: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> Document:
+        """The document of a newly connected account, credential encrypted, `connected` event queued."""
         account_id = account_id or new_id(ACCOUNT_PREFIX)
-        now = utcnow()
+        now = now or utcnow()
         doc: Document = {
             "_id": account_id,
             "workspace_id": new.workspace_id,
@@ -176,11 +183,14 @@ class AccountStore:
             "refresh_attempts": 0,
             **self._credential_fields(account_id, creds),
         }
-        account = Account.from_document(doc)
-        doc["outbox"] = [account.event(events.CONNECTED)]
+        doc["outbox"] = [Account.from_document(doc).event(events.CONNECTED)]
         doc["has_outbox"] = True
+        return doc
+
+    async def create(self, new: NewAccount, creds: Credentials, account_id: str | None = None) -> Account:
+        doc = self.new_document(new, creds, account_id)
         await self._collection.insert_one(doc)
-        return account
+        return Account.from_document(doc)
 
     async def get(self, workspace_id: str, account_id: str) -> Account | None:
         account = await self.get_by_id(account_id)

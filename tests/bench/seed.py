@@ -19,9 +19,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from service.config import Settings
 from service.connections import open_mongo
-from service.events import schema as events
 from service.ids import new_id
-from service.store.accounts import ACCOUNT_PREFIX, Account, AccountStore, Credentials, NewAccount
+from service.store.accounts import ACCOUNT_PREFIX, AccountStore, Credentials, NewAccount
 from service.store.keyring import Keyring
 from tests.bench.common import RUN_DIR, run_command
 from tests.support.workers import settings_env
@@ -95,34 +94,12 @@ def account_document(
     with_outbox: bool = True,
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """What AccountStore.create inserts (its own _credential_fields does the encryption). Without outbox:
-    the `connected` event is taken as published long ago, as for accounts connected before the run."""
+    """What AccountStore.create inserts (AccountStore.new_document). Without outbox: the `connected`
+    event is taken as published long ago, as for accounts connected before the run."""
     account_id = new_id(ACCOUNT_PREFIX)
-    now = now or dt.datetime.now(dt.UTC)
     new = NewAccount(workspace_id, PROVIDER, "oauth2", f"bench {account_id[-6:]}", owner_id)
-    doc: dict[str, Any] = {
-        "_id": account_id,
-        "workspace_id": new.workspace_id,
-        "provider": new.provider,
-        "auth_type": new.auth_type,
-        "name": new.name,
-        "owner_id": new.owner_id,
-        "sharing": "private",
-        "external_user_id": new.external_user_id,
-        "connection_settings": dict(new.connection_settings),
-        "status": "active",
-        "version": 1,
-        "created_at": now,
-        "updated_at": now,
-        "last_refreshed_at": None,
-        "last_error": None,
-        "refresh_attempts": 0,
-        **store._credential_fields(account_id, creds),
-    }
-    if with_outbox:
-        doc["outbox"] = [Account.from_document(doc).event(events.CONNECTED)]
-        doc["has_outbox"] = True
-    else:
+    doc: dict[str, Any] = store.new_document(new, creds, account_id, now or dt.datetime.now(dt.UTC))
+    if not with_outbox:
         doc["outbox"] = []
         doc["has_outbox"] = False
     return doc
