@@ -25,7 +25,7 @@ up() {
 down() { stop_pidfile "$NAME" "$PIDFILE"; }
 
 api() {  # api METHOD PATH [JSON]
-  curl -sS --max-time 10 -X "$1" "$BROKER$2" -H "Authorization: Bearer $DEMO_API_KEY" \
+  curl -sS --max-time 10 -X "$1" "$BROKER$2" -H "Authorization: Bearer $BROKER_API_KEY" \
     -H 'Content-Type: application/json' ${3:+--data "$3"}
 }
 
@@ -42,13 +42,13 @@ link() {
   cat <<MSG
 
 ==================================================================================================
- The broker is ready on $BROKER  (API key: see .run/dev.env, DEMO_API_KEY)
+ The broker is ready on $BROKER  (API key: see .run/dev.env, BROKER_API_KEY)
 
  1. Open this link in a browser and approve on the demo provider's login page:
       $url
     (a key-based app too, use key-123: $keys_url)
  2. The landing page shows the account id and the curl line that reads its credential, e.g.
-      curl -s -H "Authorization: Bearer \$DEMO_API_KEY" "$BROKER/v1/accounts?provider=demo"
+      curl -s -H "Authorization: Bearer \$BROKER_API_KEY" "$BROKER/v1/accounts?provider=demo"
  New links: make demo-link      Stop: Ctrl-C, then make infra-down
 ==================================================================================================
 MSG

@@ -19,7 +19,7 @@ h1{font-size:1.25rem;margin:0 0 1rem}label{display:block;font-weight:600;font-si
 input{width:100%;box-sizing:border-box;padding:.55rem .7rem;border:1px solid #d1d5db;border-radius:8px}
 button{margin-top:1.2rem;width:100%;padding:.65rem;border:0;border-radius:8px;background:#2563eb;color:#fff;
 font-weight:600;cursor:pointer}p.err{color:#b91c1c}
-code{background:#f3f4f6;padding:.1rem .3rem;border-radius:4px}
+code{background:#f3f4f6;padding:.1rem .3rem;border-radius:4px;word-break:break-all}
 """
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
