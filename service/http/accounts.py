@@ -126,6 +126,13 @@ def account_view(account: Account, provider: Provider | None) -> dict[str, Any]:
     }
 
 
+def one_account(parts: Components, account_id: str, account: Account | None) -> web.Response:
+    """The response for an account just changed; it may have been deleted meanwhile."""
+    if account is None:
+        raise ApiError(404, "account_not_found", f"no account {account_id!r}")
+    return web.json_response({"data": account_view(account, parts.catalog.get(account.provider))})
+
+
 def credentials_view(values: Mapping[str, str], *, include_refresh_token: bool) -> dict[str, str]:
     return {k: v for k, v in values.items() if include_refresh_token or k != "oauth_refresh_token"}
 
@@ -231,9 +238,7 @@ async def rename_account(request: web.Request) -> web.Response:
     parts: Components = request.app[COMPONENTS]
     account = await load_account(request, principal, Operation.MODIFY)
     renamed = await parts.accounts.rename(account, body["name"].strip() or account.name)
-    if renamed is None:
-        raise ApiError(404, "account_not_found", f"no account {account.id!r}")
-    return web.json_response({"data": account_view(renamed, parts.catalog.get(renamed.provider))})
+    return one_account(parts, account.id, renamed)
 
 
 @routes.delete("/v1/accounts/{account_id}")
@@ -466,10 +471,7 @@ async def set_access(request: web.Request) -> web.Response:
                     400, "unknown_member", f"no member {member_id!r} in this workspace", field="sharing"
                 )
         sharing = members
-    updated = await parts.accounts.set_sharing(account, sharing)
-    if updated is None:
-        raise ApiError(404, "account_not_found", f"no account {account.id!r}")
-    return web.json_response({"data": account_view(updated, parts.catalog.get(updated.provider))})
+    return one_account(parts, account.id, await parts.accounts.set_sharing(account, sharing))
 
 
 @routes.get("/v1/accounts/{account_id}/usage")

@@ -171,6 +171,7 @@ class Refresher:
             return RefreshResult(Outcome.LOCKED)
         started = time.perf_counter()
         provider_name = "unknown"
+        outcome = "error"  # stays so when a dependency fails mid-refresh
         try:
             account = await self.accounts.get_by_id(account_id)
             if account is None:
@@ -178,9 +179,11 @@ class Refresher:
                 return RefreshResult(Outcome.GONE)
             provider_name = account.provider
             result = await self._refresh_locked(account, seen_version=seen_version, lock=lock)
-            REFRESH_ATTEMPTS.labels(provider_name, result.outcome.value).inc()
+            outcome = result.outcome.value
             return result
         finally:
+            if provider_name != "unknown":
+                REFRESH_ATTEMPTS.labels(provider_name, outcome).inc()
             REFRESH_DURATION.labels(provider_name).observe(time.perf_counter() - started)
             # bookkeeping that must happen even if the caller is cancelled (shutdown)
             with contextlib.suppress(redis.RedisError, OSError):  # Redis down: the lock expires by itself

@@ -291,17 +291,16 @@ class AccountStore:
         return [(d["_id"], d["next_refresh_at"]) async for d in cursor.limit(limit)]
 
     async def set_sharing(self, account: Account, sharing: Any) -> Account | None:
-        doc = await self._collection.find_one_and_update(
-            {"_id": account.id, "workspace_id": account.workspace_id, **LIVE},
-            {"$set": {"sharing": sharing, "updated_at": utcnow()}},
-            return_document=ReturnDocument.AFTER,
-        )
-        return None if doc is None else Account.from_document(doc)
+        return await self._set_fields(account, {"sharing": sharing})
 
     async def rename(self, account: Account, name: str) -> Account | None:
+        return await self._set_fields(account, {"name": name})
+
+    async def _set_fields(self, account: Account, fields: Mapping[str, Any]) -> Account | None:
+        """Changes that are not a credential: no version bump, no event. None when the account is gone."""
         doc = await self._collection.find_one_and_update(
-            {"_id": account.id, "workspace_id": account.workspace_id},
-            {"$set": {"name": name, "updated_at": utcnow()}},
+            {"_id": account.id, **LIVE},
+            {"$set": {**fields, "updated_at": utcnow()}},
             return_document=ReturnDocument.AFTER,
         )
         return None if doc is None else Account.from_document(doc)
