@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -95,4 +96,16 @@ async def components_ctx(app: web.Application) -> AsyncIterator[None]:
         )
     app[COMPONENTS] = components
     app[AUTHENTICATOR] = Authenticator(components.tenancy, app[SETTINGS].api_key_cache_seconds)
-    yield
+    stop = asyncio.Event()
+    flusher = asyncio.create_task(components.audit.run(stop), name="audit")
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(flusher, 2 * timeout + 1)
+        except Exception as exc:  # MongoDB down at shutdown: what is buffered cannot be kept
+            log.error(
+                "audit entries lost at shutdown",
+                extra={"error": type(exc).__name__, "buffered": components.audit.buffered},
+            )

@@ -50,3 +50,7 @@ OUTBOX_BACKLOG = Gauge("broker_outbox_backlog", "Accounts with events waiting in
 EVENTS_PUBLISHED = Counter("broker_events_published_total", "Events published to Kafka, by type.", ["type"])
 EVENTS_FAILED = Counter("broker_events_failed_total", "Event publications that failed (and will be retried).")
 RECONCILED = Counter("broker_refresh_reconciled_total", "Accounts the reconciler put back on the schedule.")
+AUDIT_BUFFERED = Gauge("broker_audit_buffered", "Audit entries recorded but not yet written to MongoDB.")
+AUDIT_FLUSH_FAILURES = Counter(
+    "broker_audit_flush_failures_total", "Audit flushes that failed (their entries stay buffered)."
+)

@@ -95,11 +95,12 @@ class CpuMeter:
         return self
 
     gone: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
 
     def stop(self) -> dict[str, float]:
         """CPU % per process; a process that exited meanwhile (a shared server restarted by someone
         else, say) is left out and named in `gone`."""
-        elapsed = max(time.monotonic() - self._started_at, 1e-9)
+        elapsed = self.elapsed = max(time.monotonic() - self._started_at, 1e-9)
         result = {}
         for name, pid in self.pids.items():
             now = cpu_seconds(pid)

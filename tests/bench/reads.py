@@ -407,6 +407,12 @@ def render(result: dict[str, Any]) -> str:
                         None,
                     ),
                     ("FerretDB CPU (% of one core)", b["cpu_pct_of_one_core"].get("ferretdb"), None, None),
+                    (
+                        "CPU per response (ms): server / FerretDB",
+                        f"{cpu_ms(b, 'broker')} / {cpu_ms(b, 'ferretdb')}",
+                        cpu_ms(s, "bare"),
+                        None,
+                    ),
                     ("server peak RSS (MiB)", b["peak_rss_mib"], s["peak_rss_mib"], None),
                     *(
                         [("WARNING: restarted during the run", ", ".join(gone), None, None)]
@@ -429,3 +435,11 @@ def render(result: dict[str, Any]) -> str:
         parts.append(table("broker profile: share of busy samples under (%)", profile["inclusive_pct"][:12]))
         parts.append(table("broker profile: self time by function (%)", profile["self_by_function_pct"][:12]))
     return "\n".join(parts)
+
+
+def cpu_ms(load: dict[str, Any], name: str) -> float | None:
+    """CPU milliseconds a process spent per response of a load window (what one core's share costs)."""
+    pct = load["cpu_pct_of_one_core"].get(name)
+    if not isinstance(pct, (int, float)) or not load["throughput_rps"]:
+        return None
+    return round(pct * 10 / load["throughput_rps"], 3)

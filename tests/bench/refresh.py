@@ -163,6 +163,7 @@ async def run(opts: Any) -> dict[str, Any]:
         result["run_seconds"] = round(time.time() - window_start, 1)
         result["metrics"] = await _scrape(workers)
         result["cpu_pct_of_one_core"] = meter.stop()
+        result["meter_seconds"] = round(meter.elapsed, 1)
         result["restarted_during_run"] = meter.gone
         result["peak_rss_mib"] = {
             name: round(peak_rss_mib(pid) or 0.0, 1)
@@ -447,6 +448,16 @@ def render(result: dict[str, Any]) -> str:
     ]
     for name in sorted(cpu):
         rows.append((f"CPU {name} (% of one core) / peak RSS (MiB)", f"{cpu[name]} / {rss.get(name, '-')}"))
+    refreshed, seconds = result.get("refreshed_accounts") or 0, result.get("meter_seconds") or 0
+    if refreshed and seconds:
+        per = {name: round(pct * 10 * seconds / refreshed, 2) for name, pct in cpu.items()}
+        workers = round(sum(v for k, v in per.items() if k.startswith("worker")), 2)
+        rows.append(
+            (
+                "CPU per refresh (ms): workers / FerretDB / token server",
+                f"{workers} / {per.get('ferretdb', '-')} / {per.get('token-server', '-')}",
+            )
+        )
     probe = result.get("db_probe", {})
     rows.append(
         (

@@ -76,6 +76,7 @@ async def key_account(broker: BrokerHarness, provider: str = "fakekeys", **crede
 
 
 async def audit_entries(broker: BrokerHarness, **query: Any) -> list[dict[str, Any]]:
+    await broker.flush_audit()
     client = open_mongo(broker.settings)
     try:
         cursor = client[broker.settings.mongo_db]["audit"].find({"operation": "proxy", **query})

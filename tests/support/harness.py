@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
 from service.app import create_app
+from service.components import COMPONENTS
 from service.config import Settings
 from service.connections import open_mongo
 from service.store.tenancy import SCOPES, TenancyStore
@@ -215,7 +216,12 @@ class BrokerHarness:
         _, self.admin_key = await self.tenancy.issue_key(self.owner, frozenset(SCOPES), name="bootstrap")
         canary.register(self.admin_key, CLIENT_SECRET)
 
+    async def flush_audit(self) -> None:
+        """Write this broker's buffered audit entries and usage counters, as a read of the trail does."""
+        await self.app[COMPONENTS].audit.flush()
+
     async def raw_count(self, collection: str, query: dict[str, Any]) -> int:
+        await self.flush_audit()
         client = open_mongo(self.settings)
         try:
             return await client[self.settings.mongo_db][collection].count_documents(query)
@@ -229,6 +235,7 @@ class BrokerHarness:
 
     async def raw_document(self, collection: str, document_id: str) -> dict[str, Any]:
         """A document as stored, read with a client of the test's own."""
+        await self.flush_audit()
         client = open_mongo(self.settings)
         try:
             doc = await client[self.settings.mongo_db][collection].find_one({"_id": document_id})
