@@ -12,7 +12,7 @@ from aiohttp import web
 
 from service.app import create_app
 from service.config import Settings, SettingsError
-from service.connections import open_mongo
+from service.connections import open_mongo, open_redis
 from service.logs import configure_logging
 from service.providers import ProviderLoadError
 from service.store.keyring import Keyring, KeyringError
@@ -73,13 +73,17 @@ async def create_workspace(settings: Settings, name: str, owner: str) -> int:
 
 async def rotate_keys(settings: Settings) -> int:
     from service.keys import rotate
+    from service.store.write_guard import guard_for
 
     keyring = Keyring.from_setting(settings.encryption_keys)
     client = open_mongo(settings)
+    redis_client = open_redis(settings)
     try:
-        return await rotate(client[settings.mongo_db], keyring)
+        db = client[settings.mongo_db]
+        return await rotate(db, keyring, guard=guard_for(settings, redis_client, db))
     finally:
         await client.close()
+        await redis_client.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ async def background_ctx(app: web.Application) -> AsyncIterator[None]:
     conns = app[CONNECTIONS]
     parts = app[COMPONENTS]
     stop = asyncio.Event()
-    relay = OutboxRelay(parts.accounts.collection, conns.producer, settings.kafka_topic)
+    relay = OutboxRelay(parts.accounts.collection, conns.producer, settings.kafka_topic, parts.accounts.guard)
     tasks = [
         asyncio.create_task(
             RefreshWorker(settings, parts.schedule, parts.refresher).run(stop), name="refresh"

@@ -23,6 +23,7 @@ from service.store.accounts import AccountStore
 from service.store.keyring import Keyring
 from service.store.oauth_apps import OAuthAppStore
 from service.store.tenancy import TenancyStore
+from service.store.write_guard import guard_for
 
 log = logging.getLogger("broker")
 
@@ -50,7 +51,7 @@ COMPONENTS = web.AppKey("components", Components)
 def build_components(
     settings: Settings, conns: Connections, catalog: ProviderCatalog, keyring: Keyring
 ) -> Components:
-    accounts = AccountStore(conns.db, keyring)
+    accounts = AccountStore(conns.db, keyring, guard_for(settings, conns.redis, conns.db))
     oauth_apps = OAuthAppStore(conns.db, keyring)
     tokens = TokenClient(conns.http)
     discovery = Discovery(conns.http)

@@ -50,6 +50,13 @@ def _bool(raw: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _write_lock_mode(raw: str) -> str:
+    value = raw.lower()
+    if value not in {"auto", "on", "off"}:
+        raise ValueError("must be auto, on or off")
+    return value
+
+
 def _log_level(raw: str) -> str:
     value = raw.upper()
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -121,6 +128,12 @@ class Settings:
     refresh_poll_interval: float = _setting(0.25, _positive_float, "Worker sleep when nothing is due.")
     reconcile_interval: float = _setting(60.0, _positive_float, "Seconds between schedule reconciliations.")
     outbox_poll_interval: float = _setting(0.5, _positive_float, "Relay sleep when no event waits.")
+    account_write_lock: str = _setting(
+        "auto",
+        _write_lock_mode,
+        "Per-account Redis lock around each account write: auto (on for FerretDB, whose updates are not "
+        "atomic), on or off.",
+    )
 
     @property
     def callback_url(self) -> str:

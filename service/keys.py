@@ -13,6 +13,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from service.store.accounts import credentials_aad
 from service.store.keyring import Keyring, KeyringError
 from service.store.oauth_apps import secret_aad
+from service.store.write_guard import NO_GUARD, AccountWriteGuard
 
 BATCH = 200
 
@@ -23,6 +24,7 @@ async def _rotate_collection(
     field: str,
     aad_for: Any,
     out: TextIO,
+    guard: AccountWriteGuard = NO_GUARD,
 ) -> tuple[int, int]:
     query = {field: {"$exists": True}, f"{field}.kid": {"$ne": keyring.primary_kid}}
     total = await collection.count_documents(query)
@@ -50,15 +52,20 @@ async def _rotate_collection(
                 continue
             new = keyring.encrypt(plaintext, aad_for(doc))
             # compare-and-swap on the exact old blob: a refresh that rewrote it meanwhile wins
-            await collection.update_one({"_id": doc["_id"], f"{field}.n": old["n"]}, {"$set": {field: new}})
+            async with guard.hold(doc["_id"]):
+                await collection.update_one(
+                    {"_id": doc["_id"], f"{field}.n": old["n"]}, {"$set": {field: new}}
+                )
             done += 1
         print(f"  {done}/{total} re-encrypted", file=out)
     return done, failed
 
 
-async def rotate(db: Any, keyring: Keyring, out: TextIO = sys.stdout) -> int:
+async def rotate(
+    db: Any, keyring: Keyring, out: TextIO = sys.stdout, guard: AccountWriteGuard = NO_GUARD
+) -> int:
     a_done, a_failed = await _rotate_collection(
-        db["accounts"], keyring, "credentials", lambda d: credentials_aad(d["_id"]), out
+        db["accounts"], keyring, "credentials", lambda d: credentials_aad(d["_id"]), out, guard
     )
     o_done, o_failed = await _rotate_collection(
         db["oauth_apps"],

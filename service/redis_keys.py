@@ -26,6 +26,10 @@ def account_lock(account_id: str) -> str:
     return f"{PREFIX}lock:account:{account_id}"
 
 
+def account_write_lock(account_id: str) -> str:
+    return f"{PREFIX}lock:account-write:{account_id}"
+
+
 def singleton_lock(name: str) -> str:
     return f"{PREFIX}lock:singleton:{name}"
 

@@ -20,6 +20,7 @@ from service.events.schema import CONTENT_TYPE, TYPE_PREFIX
 from service.metrics import EVENTS_FAILED, EVENTS_PUBLISHED, OUTBOX_BACKLOG
 from service.refresh.locks import OwnedLock
 from service.store.accounts import DELETED
+from service.store.write_guard import NO_GUARD, AccountWriteGuard
 
 log = logging.getLogger("broker.relay")
 BATCH = 200
@@ -28,11 +29,16 @@ LEADER_SECONDS = 15.0
 
 class OutboxRelay:
     def __init__(
-        self, collection: AsyncCollection[dict[str, Any]], producer: EventProducer, topic: str
+        self,
+        collection: AsyncCollection[dict[str, Any]],
+        producer: EventProducer,
+        topic: str,
+        guard: AccountWriteGuard = NO_GUARD,
     ) -> None:
         self._collection = collection
         self._producer = producer
         self._topic = topic
+        self._guard = guard
 
     async def publish_once(self) -> int:
         """Publishes what waits now; returns the number of events published. Raises KafkaUnavailable."""
@@ -47,7 +53,8 @@ class OutboxRelay:
             outbox: list[dict[str, Any]] = doc.get("outbox") or []
             if outbox:
                 await self._send(doc["_id"], outbox)
-                await self._collection.update_one({"_id": doc["_id"]}, {"$pullAll": {"outbox": outbox}})
+                async with self._guard.hold(doc["_id"]):
+                    await self._collection.update_one({"_id": doc["_id"]}, {"$pullAll": {"outbox": outbox}})
                 published += len(outbox)
             await self._tidy(doc["_id"], doc.get("status"))
         return published
@@ -69,12 +76,15 @@ class OutboxRelay:
 
     async def _tidy(self, account_id: str, status: str | None) -> None:
         """An emptied outbox clears the flag; a deleted account's document goes once its last event is out."""
-        if status == DELETED:
-            await self._collection.delete_one({"_id": account_id, "status": DELETED, "outbox": {"$size": 0}})
-        else:
-            await self._collection.update_one(
-                {"_id": account_id, "outbox": {"$size": 0}}, {"$set": {"has_outbox": False}}
-            )
+        async with self._guard.hold(account_id):
+            if status == DELETED:
+                await self._collection.delete_one(
+                    {"_id": account_id, "status": DELETED, "outbox": {"$size": 0}}
+                )
+            else:
+                await self._collection.update_one(
+                    {"_id": account_id, "outbox": {"$size": 0}}, {"$set": {"has_outbox": False}}
+                )
 
     async def run(self, client: redis.Redis, poll: float, stop: asyncio.Event) -> None:
         lock = OwnedLock(client, redis_keys.singleton_lock("outbox-relay"), LEADER_SECONDS)

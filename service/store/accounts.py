@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from service.events import schema as events
 from service.ids import new_id
 from service.store.keyring import Keyring
+from service.store.write_guard import NO_GUARD, AccountWriteGuard
 
 Document = dict[str, Any]
 ACCOUNT_PREFIX = "apn"
@@ -127,9 +128,12 @@ class NewAccount:
 
 
 class AccountStore:
-    def __init__(self, db: AsyncDatabase[Document], keyring: Keyring) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Document], keyring: Keyring, guard: AccountWriteGuard = NO_GUARD
+    ) -> None:
         self._collection: AsyncCollection[Document] = db["accounts"]
         self.keyring = keyring
+        self.guard = guard
 
     @property
     def collection(self) -> AsyncCollection[Document]:
@@ -250,11 +254,12 @@ class AccountStore:
             "$inc": {"version": 1},
             "$push": {"outbox": event},
         }
-        doc = await self._collection.find_one_and_update(
-            {"_id": account.id, "version": account.version, **LIVE},
-            update,
-            return_document=ReturnDocument.AFTER,
-        )
+        async with self.guard.hold(account.id):
+            doc = await self._collection.find_one_and_update(
+                {"_id": account.id, "version": account.version, **LIVE},
+                update,
+                return_document=ReturnDocument.AFTER,
+            )
         return None if doc is None else Account.from_document(doc)
 
     async def record_failure(
@@ -265,21 +270,22 @@ class AccountStore:
         event = account.event(
             kind, status=status, version=account.version + 1, attempt=attempt, error=str(error.get("code"))
         )
-        doc = await self._collection.find_one_and_update(
-            {"_id": account.id, "version": account.version, **LIVE},
-            {
-                "$set": {
-                    "status": status,
-                    "last_error": dict(error),
-                    "refresh_attempts": attempt,
-                    "updated_at": utcnow(),
-                    "has_outbox": True,
+        async with self.guard.hold(account.id):
+            doc = await self._collection.find_one_and_update(
+                {"_id": account.id, "version": account.version, **LIVE},
+                {
+                    "$set": {
+                        "status": status,
+                        "last_error": dict(error),
+                        "refresh_attempts": attempt,
+                        "updated_at": utcnow(),
+                        "has_outbox": True,
+                    },
+                    "$inc": {"version": 1},
+                    "$push": {"outbox": event},
                 },
-                "$inc": {"version": 1},
-                "$push": {"outbox": event},
-            },
-            return_document=ReturnDocument.AFTER,
-        )
+                return_document=ReturnDocument.AFTER,
+            )
         return None if doc is None else Account.from_document(doc)
 
     async def refreshable_ids(self, after: str | None, limit: int) -> list[tuple[str, dt.datetime]]:
@@ -298,11 +304,12 @@ class AccountStore:
 
     async def _set_fields(self, account: Account, fields: Mapping[str, Any]) -> Account | None:
         """Changes that are not a credential: no version bump, no event. None when the account is gone."""
-        doc = await self._collection.find_one_and_update(
-            {"_id": account.id, **LIVE},
-            {"$set": {**fields, "updated_at": utcnow()}},
-            return_document=ReturnDocument.AFTER,
-        )
+        async with self.guard.hold(account.id):
+            doc = await self._collection.find_one_and_update(
+                {"_id": account.id, **LIVE},
+                {"$set": {**fields, "updated_at": utcnow()}},
+                return_document=ReturnDocument.AFTER,
+            )
         return None if doc is None else Account.from_document(doc)
 
     async def delete(self, account: Account, *, revoked: bool) -> bool:
@@ -310,13 +317,19 @@ class AccountStore:
         last events (revoked, deleted) and then removes the document, so no event is lost."""
         final = [account.event(events.REVOKED, status="revoked")] if revoked else []
         final.append(account.event(events.DELETED, status=DELETED))
-        result = await self._collection.update_one(
-            {"_id": account.id, "workspace_id": account.workspace_id, **LIVE},
-            {
-                "$set": {"status": DELETED, "updated_at": utcnow(), "refreshable": False, "has_outbox": True},
-                "$unset": {"credentials": ""},
-                "$inc": {"version": 1},
-                "$push": {"outbox": {"$each": final}},
-            },
-        )
+        async with self.guard.hold(account.id):
+            result = await self._collection.update_one(
+                {"_id": account.id, "workspace_id": account.workspace_id, **LIVE},
+                {
+                    "$set": {
+                        "status": DELETED,
+                        "updated_at": utcnow(),
+                        "refreshable": False,
+                        "has_outbox": True,
+                    },
+                    "$unset": {"credentials": ""},
+                    "$inc": {"version": 1},
+                    "$push": {"outbox": {"$each": final}},
+                },
+            )
         return result.modified_count == 1
