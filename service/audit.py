@@ -36,6 +36,9 @@ Document = dict[str, Any]
 OPERATIONS = ("read_credentials", "proxy", "test")
 DUPLICATE_KEY = 11000
 KNOWN_USAGE_LIMIT = 100_000
+# Updates per `update` command. FerretDB 1.24 never answers an `update` of 100 statements or more, and
+# stalls every other client while it hangs (measured: 99 statements take 0.19 s, 100 time out).
+UPDATE_CHUNK = 50
 log = logging.getLogger("broker")
 
 
@@ -196,15 +199,18 @@ class AuditLog:
             if len(self._known_usage) + len(unseen) > KNOWN_USAGE_LIMIT:
                 self._known_usage.clear()
             self._known_usage.update(unseen)
-        try:
-            await self._usage.bulk_write([deltas[i].update(i) for i in ids], ordered=False)
-        except BulkWriteError as exc:
-            failed = {ids[e["index"]] for e in exc.details.get("writeErrors", [])}
-            for usage_id in ids:
-                if usage_id not in failed:
-                    del deltas[usage_id]
-            raise
-        deltas.clear()
+        for start in range(0, len(ids), UPDATE_CHUNK):
+            chunk = ids[start : start + UPDATE_CHUNK]
+            try:
+                await self._usage.bulk_write([deltas[i].update(i) for i in chunk], ordered=False)
+            except BulkWriteError as exc:
+                failed = {chunk[e["index"]] for e in exc.details.get("writeErrors", [])}
+                for usage_id in chunk:
+                    if usage_id not in failed:
+                        del deltas[usage_id]
+                raise
+            for usage_id in chunk:
+                del deltas[usage_id]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every `flush_interval` (sooner when a batch is full) until `stop`, then once more."""

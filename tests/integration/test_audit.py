@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect
 
 from service.access import Principal
-from service.audit import AuditLog
+from service.audit import UPDATE_CHUNK, AuditLog
 from service.config import Settings
 from service.connections import open_mongo
 from tests.support.harness import BrokerHarness
@@ -181,3 +181,17 @@ async def test_a_stopping_broker_writes_what_it_buffered(broker: BrokerHarness) 
     finally:
         await client.close()
     assert stored == 1
+
+
+async def test_more_summaries_than_one_update_command_takes(db: AsyncDatabase[dict[str, Any]]) -> None:
+    audit = AuditLog(db)
+    for n in range(3 * UPDATE_CHUNK + 7):
+        await audit.record(ALICE, f"apn_{n}", "read_credentials")
+    await audit.flush()
+    await asyncio.wait_for(audit.flush(), 5)
+    for n in range(3 * UPDATE_CHUNK + 7):
+        await audit.record(ALICE, f"apn_{n}", "read_credentials")
+    await asyncio.wait_for(audit.flush(), 10)
+    counts = {row["counts"]["read_credentials"] async for row in db["usage"].find({})}
+    assert counts == {2}
+    assert await db["usage"].count_documents({}) == 3 * UPDATE_CHUNK + 7
