@@ -53,7 +53,7 @@ infra-status:
 test: venv infra-up
 	$(BIN)/python -m pytest
 
-# Kills workers and stops Redis, FerretDB and Kafka in turn under load (about 3 minutes).
+# Kills workers and stops Redis, FerretDB and Kafka in turn under load (about 2.5 minutes); CI runs it too.
 test-faults: venv infra-up
 	$(BIN)/python -m pytest tests/faults
 

@@ -54,3 +54,7 @@ AUDIT_BUFFERED = Gauge("broker_audit_buffered", "Audit entries recorded but not 
 AUDIT_FLUSH_FAILURES = Counter(
     "broker_audit_flush_failures_total", "Audit flushes that failed (their entries stay buffered)."
 )
+REFRESH_CONCURRENCY = Gauge(
+    "broker_refresh_concurrency_limit",
+    "Refreshes this worker runs at once now (lowered when the database is slow).",
+)
