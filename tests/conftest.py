@@ -6,14 +6,17 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from pymongo.asynchronous.database import AsyncDatabase
 
 from service.app import create_app
 from service.config import Settings
+from service.connections import open_mongo
 from tests.support import canary
 from tests.support.harness import BrokerHarness
 
@@ -33,6 +36,18 @@ def base_settings() -> Settings:
 @pytest.fixture
 def settings(base_settings: Settings) -> Settings:
     return base_settings
+
+
+@pytest_asyncio.fixture
+async def db(settings: Settings) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
+    """A database of the test's own on the real server, dropped afterwards."""
+    client = open_mongo(settings)
+    database = client[f"{settings.mongo_db}_{uuid.uuid4().hex[:8]}"]
+    try:
+        yield database
+    finally:
+        await client.drop_database(database.name)
+        await client.close()
 
 
 @pytest_asyncio.fixture

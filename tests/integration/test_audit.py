@@ -5,34 +5,19 @@ counting the same first use add up, and a broker writes what it buffered when it
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect
 
 from service.access import Principal
 from service.audit import UPDATE_CHUNK, AuditLog
-from service.config import Settings
 from service.connections import open_mongo
 from tests.support.harness import BrokerHarness
 
 ALICE = Principal("wsp_a", "mem_alice", "member", frozenset(), "key_alice")
 BOB = Principal("wsp_a", "mem_bob", "member", frozenset(), "key_bob")
-
-
-@pytest_asyncio.fixture
-async def db(settings: Settings) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
-    client = open_mongo(settings)
-    database = client[f"{settings.mongo_db}_audit_{uuid.uuid4().hex[:6]}"]
-    try:
-        yield database
-    finally:
-        await client.drop_database(database.name)
-        await client.close()
 
 
 async def test_a_burst_of_reads_becomes_one_batch_with_exact_counts(

@@ -13,11 +13,9 @@ import datetime as dt
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service import redis_keys
@@ -34,17 +32,6 @@ from tests.integration.test_events import consume_all, make_topic
 from tests.support.harness import BrokerHarness
 
 KEYRING = Keyring.from_setting(",".join(TEST_KEYS))
-
-
-@pytest_asyncio.fixture
-async def db(settings: Settings) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
-    client = open_mongo(settings)
-    database = client[f"{settings.mongo_db}_guard_{uuid.uuid4().hex[:6]}"]
-    try:
-        yield database
-    finally:
-        await client.drop_database(database.name)
-        await client.close()
 
 
 def creds(token: str) -> Credentials:
