@@ -212,6 +212,10 @@ class AuditLog:
             for usage_id in chunk:
                 del deltas[usage_id]
 
+    def wake(self) -> None:
+        """Make the flusher write now instead of at the end of its interval."""
+        self._wake.set()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every `flush_interval` (sooner when a batch is full) until `stop`, then once more."""
         while not stop.is_set():

@@ -147,7 +147,7 @@ async def test_the_flusher_writes_within_its_interval_and_once_more_on_stop(
     await asyncio.sleep(0.1)  # the flusher is now in its long wait
     await audit.record(ALICE, "apn_1", "read_credentials")
     stop.set()
-    audit._wake.set()
+    audit.wake()
     await asyncio.wait_for(flusher, 10)
     assert await db["audit"].count_documents({}) == 2
 
