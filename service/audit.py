@@ -56,18 +56,20 @@ class UsageDelta:
     counts: dict[str, int] = field(default_factory=dict)
 
     def add(self, operation: str, at: dt.datetime) -> None:
-        self.counts[operation] = self.counts.get(operation, 0) + 1
-        if at >= self.last_used_at:
-            self.last_used_at, self.last_operation = at, operation
-        self.first_used_at = min(self.first_used_at, at)
+        self._fold({operation: 1}, at, at, operation)
 
     def merge(self, later: UsageDelta) -> None:
         """Fold `later` (recorded after this one) into this delta."""
-        for operation, count in later.counts.items():
+        self._fold(later.counts, later.first_used_at, later.last_used_at, later.last_operation)
+
+    def _fold(
+        self, counts: dict[str, int], first: dt.datetime, last: dt.datetime, last_operation: str
+    ) -> None:
+        for operation, count in counts.items():
             self.counts[operation] = self.counts.get(operation, 0) + count
-        if later.last_used_at >= self.last_used_at:
-            self.last_used_at, self.last_operation = later.last_used_at, later.last_operation
-        self.first_used_at = min(self.first_used_at, later.first_used_at)
+        if last >= self.last_used_at:
+            self.last_used_at, self.last_operation = last, last_operation
+        self.first_used_at = min(self.first_used_at, first)
 
     def skeleton(self, usage_id: str) -> Document:
         """The summary's document before its first count (inserted once; a duplicate is ignored)."""
@@ -166,7 +168,7 @@ class AuditLog:
             entries, self._entries = self._entries, []
             deltas, self._usage_deltas = self._usage_deltas, {}
             try:
-                await self._insert_entries(entries)
+                await _insert_new(self._audit, entries)  # a retried batch: stored entries are skipped
                 entries = []
                 await self._write_usage(deltas)
             except BaseException:
@@ -181,9 +183,6 @@ class AuditLog:
                 raise
             finally:
                 AUDIT_BUFFERED.set(len(self._entries))
-
-    async def _insert_entries(self, entries: list[Document]) -> None:
-        await _insert_new(self._audit, entries)  # a retried batch: those entries are already stored
 
     async def _write_usage(self, deltas: dict[str, UsageDelta]) -> None:
         """Add every delta to its summary; on failure `deltas` keeps only those that may not have been

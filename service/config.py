@@ -50,18 +50,19 @@ def _bool(raw: str) -> bool:
     raise ValueError("must be true or false")
 
 
-def _write_lock_mode(raw: str) -> str:
-    value = raw.lower()
-    if value not in {"auto", "on", "off"}:
-        raise ValueError("must be auto, on or off")
-    return value
+def _one_of(*values: str) -> Callable[[str], str]:
+    """A parser accepting one of `values`, in any letter case."""
+
+    def parse(raw: str) -> str:
+        value = next((v for v in values if v.lower() == raw.lower()), None)
+        if value is None:
+            raise ValueError(f"must be {', '.join(values[:-1])} or {values[-1]}")
+        return value
+
+    return parse
 
 
-def _log_level(raw: str) -> str:
-    value = raw.upper()
-    if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
-    return value
+ACCOUNT_WRITE_LOCK_MODES = ("auto", "on", "off")
 
 
 def _setting(default: Any, parse: Callable[[str], Any] = str, doc: str = "") -> Any:
@@ -89,7 +90,9 @@ class Settings:
     http_client_connect_timeout: float = _setting(
         5.0, _positive_float, "Seconds to open a connection for an outgoing HTTP request."
     )
-    log_level: str = _setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR.")
+    log_level: str = _setting(
+        "INFO", _one_of("DEBUG", "INFO", "WARNING", "ERROR"), "DEBUG, INFO, WARNING or ERROR."
+    )
     public_url: str = _setting(
         "http://127.0.0.1:8080", _url, "URL browsers reach the broker at; the OAuth callback is under it."
     )
@@ -130,7 +133,7 @@ class Settings:
     outbox_poll_interval: float = _setting(0.5, _positive_float, "Relay sleep when no event waits.")
     account_write_lock: str = _setting(
         "auto",
-        _write_lock_mode,
+        _one_of(*ACCOUNT_WRITE_LOCK_MODES),
         "Per-account Redis lock around each account write: auto (on for FerretDB, whose updates are not "
         "atomic), on or off.",
     )

@@ -4,7 +4,10 @@ the first one."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import secrets
+import time
 
 import redis.asyncio as redis
 
@@ -29,6 +32,17 @@ class OwnedLock:
 
     async def acquire(self) -> bool:
         return bool(await self._redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
+
+    async def acquire_within(self, seconds: float) -> bool:
+        """Tries again (jittered backoff, 2 ms growing to 50 ms) until the lock is free or `seconds` pass."""
+        deadline = time.monotonic() + seconds
+        delay = 0.002
+        while not await self.acquire():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.05)
+        return True
 
     async def release(self) -> bool:
         return bool(await self._release(keys=[self.key], args=[self.token]))

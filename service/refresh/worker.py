@@ -54,9 +54,8 @@ class RefreshWorker:
         self._in_flight: dict[asyncio.Task[None], Claim] = {}
         self._last_gauges = 0.0
         self._crashes: dict[str, int] = {}  # consecutive failed attempts by exception, for backoff
-        self._limit = float(settings.refresh_concurrency)  # refreshes at once, adapted to the database
         self._last_decrease = 0.0
-        REFRESH_CONCURRENCY.set(self._limit)
+        self._set_limit(settings.refresh_concurrency)  # refreshes at once, adapted to the database
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("refresh worker started", extra={"concurrency": self._settings.refresh_concurrency})
@@ -101,8 +100,7 @@ class RefreshWorker:
         try:
             result = await self._refresher.refresh(claim.account_id)
             self._crashes.pop(claim.account_id, None)
-            self._limit = min(float(self._settings.refresh_concurrency), self._limit + 1 / self._limit)
-            REFRESH_CONCURRENCY.set(int(self._limit))
+            self._set_limit(min(self._settings.refresh_concurrency, self._limit + 1 / self._limit))
             if result.outcome == Outcome.LOCKED:
                 # a credential read is refreshing it right now; look again shortly
                 await self._schedule.schedule(claim.account_id, time.time() + LOCKED_RETRY_SECONDS)
@@ -124,12 +122,15 @@ class RefreshWorker:
             except Exception:  # Redis is down as well: the lease expires and the claim comes back
                 log.warning("could not reschedule", extra={"account_id": claim.account_id})
 
+    def _set_limit(self, limit: float) -> None:
+        self._limit = float(limit)
+        REFRESH_CONCURRENCY.set(int(self._limit))
+
     def _back_off(self) -> None:
         now = clock()
         if now - self._last_decrease >= DECREASE_INTERVAL:
             self._last_decrease = now
-            self._limit = max(1.0, self._limit / 2)
-            REFRESH_CONCURRENCY.set(int(self._limit))
+            self._set_limit(max(1.0, self._limit / 2))
             log.info("refresh concurrency lowered", extra={"limit": int(self._limit)})
 
     async def _drain(self) -> None:

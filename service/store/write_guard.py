@@ -16,10 +16,7 @@ longer than that timeout to race again."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -28,10 +25,8 @@ import redis.asyncio as redis
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service import redis_keys
-from service.config import Settings
+from service.config import ACCOUNT_WRITE_LOCK_MODES, Settings
 from service.refresh.locks import OwnedLock
-
-MODES = ("auto", "on", "off")
 
 
 class AccountWriteBusy(pymongo.errors.ExecutionTimeout):
@@ -57,7 +52,7 @@ class AccountWriteGuard:
         ttl_seconds: float = 30.0,
         wait_seconds: float = 5.0,
     ) -> None:
-        assert mode in MODES, mode
+        assert mode in ACCOUNT_WRITE_LOCK_MODES, mode
         assert mode == "off" or client is not None, "a write lock needs Redis"
         self._redis = client
         self._needed: bool | None = {"on": True, "off": False}.get(mode)
@@ -77,13 +72,8 @@ class AccountWriteGuard:
             return
         assert self._redis is not None
         lock = OwnedLock(self._redis, redis_keys.account_write_lock(account_id), self.ttl_seconds)
-        deadline = time.monotonic() + self.wait_seconds
-        delay = 0.002
-        while not await lock.acquire():
-            if time.monotonic() >= deadline:
-                raise AccountWriteBusy(account_id)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.05)
+        if not await lock.acquire_within(self.wait_seconds):
+            raise AccountWriteBusy(account_id)
         try:
             yield
         finally:
